@@ -1,0 +1,67 @@
+// The pybind11 module pydeform._C: one def per launcher plus what was compiled. It links
+// no libtorch; Python passes raw pointers of tensors it allocated (DESIGN.md section 1).
+#include <pybind11/pybind11.h>
+
+#if defined(PYDEFORM_WITH_OPENMP)
+#include <omp.h>
+#endif
+#if defined(PYDEFORM_WITH_CUDA)
+#include <cuda_runtime.h>
+#endif
+
+#include "patch_nn/patch_nn.h"
+
+namespace py = pybind11;
+
+namespace {
+
+py::dict build_info() {
+  py::dict info;
+#if defined(PYDEFORM_WITH_OPENMP)
+  info["openmp"] = true;
+  info["openmp_max_threads"] = omp_get_max_threads();
+#else
+  info["openmp"] = false;
+  info["openmp_max_threads"] = 1;
+#endif
+#if defined(PYDEFORM_WITH_CUDA)
+  info["cuda"] = true;
+  info["cuda_archs"] = PYDEFORM_CUDA_ARCHS;
+  info["cuda_runtime_version"] = CUDART_VERSION;
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = "";
+  info["cuda_runtime_version"] = 0;
+#endif
+  return info;
+}
+
+// Devices the CUDA runtime sees; 0 when there is no GPU or driver (never raises).
+int cuda_device_count() {
+#if defined(PYDEFORM_WITH_CUDA)
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no device" error
+    return 0;
+  }
+  return count;
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "pydeform compiled kernels (raw-pointer launchers; use pydeform.ops instead)";
+  m.def("build_info", &build_info);
+  m.def("cuda_device_count", &cuda_device_count);
+  const auto release = py::call_guard<py::gil_scoped_release>();
+
+  m.def("patch_nn_forward_cpu", &pydeform::patch_nn_forward_cpu, release);
+  m.def("patch_nn_backward_cpu", &pydeform::patch_nn_backward_cpu, release);
+#if defined(PYDEFORM_WITH_CUDA)
+  m.def("patch_nn_forward_cuda", &pydeform::patch_nn_forward_cuda, release);
+  m.def("patch_nn_backward_cuda", &pydeform::patch_nn_backward_cuda, release);
+#endif
+}

@@ -1,0 +1,21 @@
+#pragma once
+// OpenMP loops with the thread count Python passes (torch.get_num_threads()), so that
+// torch.set_num_threads governs pydeform's kernels too.
+#include <cstdint>
+
+namespace pydeform {
+
+template <typename F> void parallel_for(int64_t n, int num_threads, F&& body) {
+#if defined(PYDEFORM_WITH_OPENMP)
+  if (num_threads > 1 && n > 1) {
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#else
+  (void)num_threads;
+#endif
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
+}  // namespace pydeform

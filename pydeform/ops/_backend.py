@@ -1,0 +1,49 @@
+"""The bridge to the compiled module: dtype codes, raw pointers and the per-device launcher
+lookup. Every op calls the kernels through `launch`, after Python allocated the outputs."""
+from __future__ import annotations
+
+import torch
+
+try:
+    from pydeform import _C
+except ImportError as exc:  # pragma: no cover - only when the package was not built
+    raise ImportError(
+        "pydeform's compiled module is missing: install the package with `pip install .` "
+        "(running from a source tree without building it does not work)"
+    ) from exc
+
+DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}
+CPU_DTYPES = (torch.float32, torch.float64)
+CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def ptr(t: torch.Tensor | None) -> int:
+    """Address of a contiguous tensor's data, or 0 for 'not wanted'."""
+    return 0 if t is None else t.data_ptr()
+
+
+def launch(name: str, device: torch.device, *args) -> None:
+    """Run launcher `name` on `device`. The CPU launchers take torch's thread count last;
+    the CUDA ones take the device index and torch's current stream."""
+    if device.type == "cpu":
+        getattr(_C, f"{name}_cpu")(*args, torch.get_num_threads())
+    elif device.type == "cuda":
+        if not _C.build_info()["cuda"]:
+            raise RuntimeError(
+                "pydeform was built without CUDA kernels; reinstall with nvcc on PATH "
+                "(PYDEFORM_CUDA=ON makes a missing compiler an error)"
+            )
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        stream = torch.cuda.current_stream(index).cuda_stream
+        getattr(_C, f"{name}_cuda")(*args, index, stream)
+    else:
+        raise ValueError(f"pydeform has kernels for cpu and cuda tensors, got device {device}")
+
+
+def backend_info() -> dict:
+    """What was compiled: CPU (with OpenMP and its thread count) and CUDA (with the
+    architectures), and how many CUDA devices the runtime sees now."""
+    info = dict(_C.build_info())
+    info["cpu"] = True
+    info["cuda_devices"] = _C.cuda_device_count() if info["cuda"] else 0
+    return info
