@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pydeform.geometry.coords import normalized_to_pixel_matrix as _normalized_to_pixel_matrix
+from pydeform.geometry.coords import pixel_to_normalized_matrix
+
 __all__ = ["patch_nn_distance", "multi_affine_warp", "homography_sample", "pixel_to_normalized_matrix"]
 
 
@@ -28,29 +31,6 @@ def patch_nn_distance(x: Tensor, y: Tensor, kernel_size: int = 3, p: int = 1) ->
     cost = torch.where(inside, cost, torch.full_like(cost, float("inf")))
     dist, index = cost.min(dim=1)
     return dist.view(B, H, W), index.view(B, H, W)
-
-
-def pixel_to_normalized_matrix(height: int, width: int, dtype=torch.float32, device=None) -> Tensor:
-    """3x3 matrix taking pixel (x, y, 1) to grid_sample's align_corners=True coordinates.
-
-    A side of length 1 maps to 0 (as grid_sample's own unnormalisation does).
-    """
-    sx = 2.0 / (width - 1) if width > 1 else 0.0
-    sy = 2.0 / (height - 1) if height > 1 else 0.0
-    return torch.tensor(
-        [[sx, 0.0, -1.0 if width > 1 else 0.0], [0.0, sy, -1.0 if height > 1 else 0.0], [0.0, 0.0, 1.0]],
-        dtype=dtype,
-        device=device,
-    )
-
-
-def _normalized_to_pixel_matrix(height: int, width: int, dtype=torch.float32, device=None) -> Tensor:
-    # Inverse of the above for sides > 1; a side of length 1 maps every coordinate to pixel 0.
-    return torch.tensor(
-        [[(width - 1) / 2, 0.0, (width - 1) / 2], [0.0, (height - 1) / 2, (height - 1) / 2], [0.0, 0.0, 1.0]],
-        dtype=dtype,
-        device=device,
-    )
 
 
 def multi_affine_warp(

@@ -154,6 +154,18 @@ def test_torch_compile_fullgraph():
     torch.testing.assert_close(grad, torch.autograd.grad(loss(x, y), x)[0])
 
 
+def test_torch_compile_inductor():
+    """The default backend too: inductor generates code around the opaque op."""
+
+    def loss(a, b):
+        return patch_nn_distance(torch.relu(a) * 2, b, 3, 1)[0].mean()
+
+    x, y = torch.randn(2, 4, 8, 8, requires_grad=True), torch.randn(2, 4, 8, 8)
+    value = torch.compile(loss, fullgraph=True)(x, y)
+    torch.testing.assert_close(value, loss(x, y))
+    torch.testing.assert_close(torch.autograd.grad(value, x)[0], torch.autograd.grad(loss(x, y), x)[0])
+
+
 def test_backward_op_never_trusts_index():
     x, y = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
     index = torch.tensor([-5, 0, 8, 9, 10**12, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]).view(1, 4, 4)
