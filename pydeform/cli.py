@@ -1,0 +1,175 @@
+"""The `pydeform` command.
+
+    pydeform train deformgan [--data DIR] --out RUN --steps N [--preset market|fashion]
+                             [--variant baseline|dsc|full] [--vgg19 PATH | --random-vgg] ...
+    pydeform test deformgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
+
+Multi-process training: torchrun --nproc_per_node=K -m pydeform.cli train deformgan ...
+(`python -m pydeform.cli` is the same command as `pydeform`).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected HxW like 128x64, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _add_train_deformgan(subparsers: argparse._SubParsersAction) -> None:
+    from pydeform.models.deformgan import OPS, PRESETS, VARIANTS
+
+    p = subparsers.add_parser(
+        "deformgan",
+        help="Deformable GAN (Siarohin et al., CVPR 2018)",
+        description=(
+            "Train the Deformable GAN. Without --data it trains on a synthetic pose-pair set, "
+            "written once into $PYDEFORM_CACHE or ~/.cache/pydeform. Writes RUN/log.jsonl, "
+            "RUN/samples/*.png (source | target pose | generated | real) and RUN/checkpoint.pt. "
+            "Under torchrun it trains with DistributedDataParallel."
+        ),
+    )
+    p.add_argument(
+        "--data",
+        help="folder in the Deformable GAN layout (<name>-annotation-*.csv, <name>-pairs-*.csv, <name>-dataset/)",
+    )
+    p.add_argument(
+        "--name",
+        help="file prefix of the dataset (default: market, or fasion for the fashion preset as the authors "
+        "spelt it; 'synth' without --data)",
+    )
+    p.add_argument("--out", required=True, help="run folder (log, samples, checkpoint)")
+    p.add_argument("--steps", type=int, required=True, help="total training steps (a resumed run continues up to it)")
+    p.add_argument(
+        "--preset", choices=sorted(PRESETS), default="market",
+        help="market: 128x64, 6 levels, NN window 3; fashion: 256x256, 7 levels, NN window 5",
+    )
+    p.add_argument(
+        "--variant", choices=VARIANTS, default="full",
+        help="baseline: U-Net + L1; dsc: deformable skips + L1; full: deformable skips + NN loss (default)",
+    )
+    p.add_argument("--batch-size", type=int, default=4, help="per process (default 4)")
+    vgg = p.add_mutually_exclusive_group()
+    vgg.add_argument("--vgg19", metavar="PATH", help="torchvision vgg19 state dict for the NN loss (variant full)")
+    vgg.add_argument(
+        "--random-vgg", action="store_true",
+        help="NN loss on random VGG19 features (smoke runs only, not the paper's loss)",
+    )
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue from RUN/checkpoint.pt (same losses as an uninterrupted run)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--amp", action="store_true", help="mixed precision (CUDA): torch.autocast + GradScaler")
+    p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16")
+    p.add_argument("--sample-every", type=int, default=200, help="steps between sample grids (0: only at the end)")
+    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (0: only at the end)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log.jsonl lines")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument(
+        "--ops", choices=OPS, default="reference",
+        help="warp and NN-distance implementation: pure torch, or pydeform's fused kernels",
+    )
+    p.add_argument("--size", type=_size, metavar="HxW", help="override the preset's image size (tiny runs)")
+    p.add_argument("--ngf", type=int, default=64, help="generator base width (64 in the paper)")
+    p.add_argument("--ndf", type=int, default=64, help="discriminator base width (64 in the paper)")
+    p.add_argument("--norm", choices=("instance", "batch"), default="instance")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--synth-identities", type=int, default=100, help="people in the synthetic set (without --data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_train_deformgan, parser=p)
+
+
+def _run_train_deformgan(args: argparse.Namespace) -> int:
+    from pydeform.models.deformgan import DeformGANConfig
+    from pydeform.train.deformgan import TrainConfig, train
+
+    if args.variant == "full" and args.vgg19 is None and not args.random_vgg:
+        args.parser.error(
+            "the full variant's nearest-neighbour loss compares VGG19 conv1_2 features, and nothing is "
+            "downloaded: pass --vgg19 PATH (a torchvision vgg19 state dict, e.g. vgg19-dcbb9e9d.pth), or "
+            "--random-vgg to use randomly initialised features (the loss then compares random filter "
+            "responses, not the paper's; for smoke tests), or --variant baseline/dsc (L1, no VGG)"
+        )
+    try:
+        model = DeformGANConfig(
+            preset=args.preset, variant=args.variant, size=args.size, ngf=args.ngf, ndf=args.ndf, norm=args.norm,
+            ops=args.ops,
+        )  # fmt: skip
+        config = TrainConfig(
+            model=model, out=args.out, data=args.data, name=args.name, steps=args.steps, batch_size=args.batch_size,
+            vgg19=args.vgg19, random_vgg=args.random_vgg, resume=args.resume, device=args.device, amp=args.amp,
+            amp_dtype=args.amp_dtype, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every, seed=args.seed, workers=args.workers, lr=args.lr,
+            synth_identities=args.synth_identities, progress=not args.no_progress,
+        )  # fmt: skip
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    result = train(config)
+    if "loss_d" in result:
+        print("final " + " ".join(f"{k}={v:.4f}" for k, v in result.items()), flush=True)
+    return 0
+
+
+def _add_test_deformgan(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "deformgan",
+        help="Deformable GAN",
+        description=(
+            "Generate the test split with a trained Deformable GAN (eval mode); write the images, "
+            "OUT/samples.png and OUT/metrics.json (SSIM, mask-SSIM, L1, PSNR of the generated "
+            "images and of the copy-the-source baseline)."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt of `pydeform train deformgan`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on)")
+    p.add_argument("--name", help="file prefix of the dataset (default: as in training)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--ops", choices=("reference", "pydeform"), help="override the checkpoint's warp implementation")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_test_deformgan, parser=p)
+
+
+def _run_test_deformgan(args: argparse.Namespace) -> int:
+    from pydeform.train.deformgan import evaluate, format_metrics
+
+    result = evaluate(
+        args.checkpoint, args.out, data=args.data, name=args.name, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, ops=args.ops, progress=not args.no_progress,
+    )  # fmt: skip
+    print(format_metrics(result), flush=True)
+    print(f"wrote {args.out}/metrics.json and {result['pairs']} images in {args.out}/images", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `pydeform` argument parser: `train MODEL ...`, `test MODEL ...`."""
+    parser = argparse.ArgumentParser(prog="pydeform", description="pydeform: deformation-based image generation")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="train a model", description="Train a model.")
+    _add_train_deformgan(train.add_subparsers(dest="model", required=True, metavar="MODEL"))
+    test = commands.add_parser("test", help="generate a test split and measure it", description="Test a trained model.")
+    _add_test_deformgan(test.add_subparsers(dest="model", required=True, metavar="MODEL"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `pydeform` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

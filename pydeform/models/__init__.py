@@ -1,0 +1,28 @@
+"""The model families. `deformgan`: the Deformable GAN generator and discriminator."""
+from pydeform.models.deformgan import (
+    NUM_SKIP_LEVELS,
+    OPS,
+    PRESETS,
+    VARIANTS,
+    DeformableGenerator,
+    DeformableSkip,
+    DeformGANConfig,
+    PatchDiscriminator,
+    Preset,
+    build_discriminator,
+    build_generator,
+)
+
+__all__ = [
+    "NUM_SKIP_LEVELS",
+    "OPS",
+    "PRESETS",
+    "VARIANTS",
+    "DeformGANConfig",
+    "DeformableGenerator",
+    "DeformableSkip",
+    "PatchDiscriminator",
+    "Preset",
+    "build_discriminator",
+    "build_generator",
+]

@@ -1,0 +1,413 @@
+"""Deformable GAN (Siarohin et al., CVPR 2018, "Deformable GANs for Pose-based Human Image
+Generation"): a U-Net generator whose skip connections warp the source image's features
+part by part into the target pose, and a conditional patch discriminator.
+
+Architecture (following the authors' code, `conditional_gan.py` of pose-gan):
+
+- Encoders. Level 0 is a 3x3 stride-1 conv at the input resolution (no norm, no
+  activation); level l = 1..n-1 is LeakyReLU(0.2) -> 4x4 stride-2 conv -> norm (the last
+  level has no norm). Widths 64-128-256-512-512-512(-512) for ngf = 64, so level l has
+  resolution H/2^l x W/2^l. The `market` preset (128x64) has n = 6 levels, `fashion`
+  (256x256) n = 7.
+- Deformable skips (variants `dsc`, `full`). Two encoders that share no weights: the
+  appearance encoder sees concat(source image, source heatmaps) (21 channels), the pose
+  encoder the target heatmaps (18 channels). At levels l = 0..3 (resolutions H/2^l, the
+  levels `pydeform.data.PosePairs` gives theta/masks at) the appearance features are
+  warped with `multi_affine_warp` (10 parts, masks in the target frame, no identity, max
+  over parts); every level is then concatenated with the pose encoder's features.
+- `baseline`: a plain U-Net, one encoder on concat(source, source pose, target pose)
+  (39 channels), no warping.
+- Decoder: level l = n-2..1 is ReLU -> 4x4 stride-2 transposed conv -> norm (-> dropout
+  0.5 in its first three blocks), each fed concat(previous output, skip of the level
+  below); level l has the width of encoder level l+1 (512-512-512-256-128 for market).
+  Output: concat(output, skip 0) -> ReLU -> 3x3 conv -> tanh, in (-1, 1).
+- Discriminator: a pix2pix 70x70-style patch discriminator on concat(source image, source
+  pose, image, target pose) (42 channels): 4x4 convs 64-128-256 stride 2, 512 stride 1,
+  1-channel map stride 1, LeakyReLU(0.2), norm on all but the first and last; it returns
+  logits. (The authors' discriminator used stride 2 throughout; the patch version keeps
+  more output positions on small images.)
+
+Weights start from N(0, 0.02) (norm scales N(1, 0.02)), the DCGAN/pix2pix initialisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pydeform.pose import NUM_JOINTS, NUM_PARTS
+
+__all__ = [
+    "PRESETS",
+    "VARIANTS",
+    "OPS",
+    "NUM_SKIP_LEVELS",
+    "Preset",
+    "DeformGANConfig",
+    "DeformableSkip",
+    "DeformableGenerator",
+    "PatchDiscriminator",
+    "build_generator",
+    "build_discriminator",
+    "warp_function",
+]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A dataset's image size (H, W), generator depth (levels), NN-loss window n and the
+    file prefix of the authors' prepared files ("fasion" is their spelling)."""
+
+    size: tuple[int, int]
+    num_blocks: int
+    nn_kernel: int
+    data_name: str
+
+
+PRESETS: dict[str, Preset] = {
+    "market": Preset(size=(128, 64), num_blocks=6, nn_kernel=3, data_name="market"),  # Market-1501
+    "fashion": Preset(size=(256, 256), num_blocks=7, nn_kernel=5, data_name="fasion"),  # DeepFashion
+}
+VARIANTS = ("baseline", "dsc", "full")  # plain U-Net + L1; deformable skips + L1; + NN loss
+OPS = ("reference", "pydeform")  # pure-torch ops, or the fused kernels
+NUM_SKIP_LEVELS = 4  # deformable skips at resolutions H/2^l, l = 0..3
+NORMS = ("instance", "batch")
+
+
+@dataclass
+class DeformGANConfig:
+    """Everything needed to rebuild the networks (saved in checkpoints).
+
+    preset: "market" or "fashion"; size / num_blocks / nn_kernel override the preset's
+    (tiny runs, other datasets). variant: one of VARIANTS. ngf, ndf: generator and
+    discriminator base widths (64 in the paper). d_layers: stride-2 convs of the
+    discriminator (3 = the 70x70 patch). norm: "instance" or "batch". ops: "reference"
+    (pure torch) or "pydeform" (the fused kernels) for the warp and the NN loss.
+    """
+
+    preset: str = "market"
+    variant: str = "full"
+    size: tuple[int, int] | None = None
+    num_blocks: int | None = None
+    nn_kernel: int | None = None
+    ngf: int = 64
+    ndf: int = 64
+    d_layers: int = 3
+    norm: str = "instance"
+    ops: str = "reference"
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {self.variant!r}")
+        if self.ops not in OPS:
+            raise ValueError(f"ops must be one of {list(OPS)}, got {self.ops!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {list(NORMS)}, got {self.norm!r}")
+        if self.size is not None:
+            self.size = tuple(int(s) for s in self.size)  # JSON round trips give lists
+        for name in ("ngf", "ndf", "d_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        blocks, (height, width) = self.blocks, self.image_size
+        if blocks < NUM_SKIP_LEVELS + 1:
+            raise ValueError(f"num_blocks must be >= {NUM_SKIP_LEVELS + 1}, got {blocks}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"nn_kernel must be a positive odd int, got {self.kernel}")
+        # Every encoder level halves the size exactly, so the U-Net's skips line up.
+        factor = 2 ** (blocks - 1)
+        if height % factor or width % factor:
+            raise ValueError(
+                f"size {height}x{width} must be divisible by 2^(num_blocks-1) = {factor} for {blocks} levels"
+            )
+        if min(height, width) // 2**self.d_layers < 3:
+            raise ValueError(
+                f"size {height}x{width} is too small for a discriminator with d_layers={self.d_layers}: "
+                f"the shorter side must be at least {3 * 2**self.d_layers}"
+            )
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the images."""
+        return tuple(self.size) if self.size is not None else PRESETS[self.preset].size
+
+    @property
+    def blocks(self) -> int:
+        """Number of encoder levels n."""
+        return self.num_blocks if self.num_blocks is not None else PRESETS[self.preset].num_blocks
+
+    @property
+    def kernel(self) -> int:
+        """NN-loss window n (3 market, 5 fashion)."""
+        return self.nn_kernel if self.nn_kernel is not None else PRESETS[self.preset].nn_kernel
+
+    @property
+    def deformable(self) -> bool:
+        return self.variant != "baseline"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DeformGANConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    # Instance norm with a learnt scale and shift, as keras_contrib's InstanceNormalization.
+    return nn.InstanceNorm2d(channels, affine=True) if kind == "instance" else nn.BatchNorm2d(channels)
+
+
+def _down(in_channels: int, out_channels: int, norm: str | None) -> nn.Sequential:
+    """LeakyReLU(0.2) -> 4x4 stride-2 conv (-> norm): (B, in, h, w) -> (B, out, h/2, w/2)."""
+    layers: list[nn.Module] = [nn.LeakyReLU(0.2), nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=norm is None)]
+    if norm is not None:
+        layers.append(_norm(norm, out_channels))
+    return nn.Sequential(*layers)
+
+
+def _up(in_channels: int, out_channels: int, norm: str, dropout: bool) -> nn.Sequential:
+    """ReLU -> 4x4 stride-2 transposed conv -> norm (-> dropout 0.5): (B, in, h, w) -> (B, out, 2h, 2w)."""
+    layers: list[nn.Module] = [
+        nn.ReLU(),
+        nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False),
+        _norm(norm, out_channels),
+    ]
+    if dropout:
+        layers.append(nn.Dropout(0.5))
+    return nn.Sequential(*layers)
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def encoder_widths(ngf: int, num_blocks: int) -> list[int]:
+    """Channels of encoder levels 0..n-1: ngf * (1, 2, 4, 8, 8, ...)."""
+    return [ngf * min(2**level, 8) for level in range(num_blocks)]
+
+
+class _Encoder(nn.Module):
+    """(B, in_channels, H, W) -> [level l: (B, widths[l], H/2^l, W/2^l) for l = 0..n-1]."""
+
+    def __init__(self, in_channels: int, widths: Sequence[int], norm: str) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1)
+        last = len(widths) - 1
+        self.blocks = nn.ModuleList(
+            _down(widths[i - 1], widths[i], None if i == last else norm) for i in range(1, len(widths))
+        )
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        features = [self.stem(x)]
+        for block in self.blocks:
+            features.append(block(features[-1]))
+        return features
+
+
+# ----------------------------------------------------------------------------- deformable skip
+
+
+def warp_function(ops: str) -> Callable[..., Tensor]:
+    """multi_affine_warp(x, theta, mask) of the chosen implementation (DESIGN.md section 4).
+
+    "reference": `pydeform.ops.reference.multi_affine_warp` (affine_grid + grid_sample per
+    part). "pydeform": the fused `pydeform.ops.multi_affine_warp`, imported here so that the
+    reference path works in builds that do not have it yet.
+    """
+    if ops == "reference":
+        from pydeform.ops.reference import multi_affine_warp
+
+        return multi_affine_warp
+    if ops == "pydeform":
+        try:
+            from pydeform.ops import multi_affine_warp
+        except ImportError as exc:
+            raise ImportError(
+                "ops='pydeform' needs the fused pydeform.ops.multi_affine_warp, which this build "
+                "does not have; use ops='reference'"
+            ) from exc
+        return multi_affine_warp
+    raise ValueError(f"ops must be one of {list(OPS)}, got {ops!r}")
+
+
+class DeformableSkip(nn.Module):
+    """Warp source-frame features into the target pose, part by part (no parameters).
+
+    out[b, c, i, j] = max_k masks[b, k, i, j] * bilinear(features[b, c], theta[b, k] @ (j, i, 1)),
+    zeros outside the map: the max over the parts' masked warps, no identity candidate.
+    """
+
+    def __init__(self, ops: str = "reference") -> None:
+        super().__init__()
+        self.ops = ops
+        self._warp = warp_function(ops)
+
+    def forward(self, features: Tensor, theta: Tensor, masks: Tensor) -> Tensor:
+        """features (B, C, h, w), theta (B, K, 2, 3) target pixel -> source pixel at this
+        level's grid, masks (B, K, h, w) in the target frame. Returns (B, C, h, w)."""
+        # The fused op wants one dtype for all arguments. Under fp16 autocast theta keeps
+        # ~0.1 px at 256 px; bfloat16 (8 mantissa bits) would be off by pixels, so warp in float32.
+        dtype = torch.float32 if features.dtype == torch.bfloat16 else features.dtype
+        out = self._warp(features.to(dtype), theta.to(dtype), masks.to(dtype))
+        return out.to(features.dtype)
+
+    def extra_repr(self) -> str:
+        return f"ops={self.ops!r}"
+
+
+# ----------------------------------------------------------------------------- generator
+
+
+class DeformableGenerator(nn.Module):
+    """The Deformable GAN generator (or, with deformable=False, the U-Net baseline).
+
+    Args:
+        size: (H, W), divisible by 2^(num_blocks-1).
+        num_blocks: encoder levels n (6 for 128x64, 7 for 256x256).
+        ngf: width of level 0 (64).
+        norm: "instance" or "batch".
+        deformable: two encoders + deformable skips at levels 0..3 (True), or one encoder
+            on concat(source, source pose, target pose) (False, the baseline).
+        ops: "reference" or "pydeform", the multi_affine_warp implementation.
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int] = (128, 64),
+        num_blocks: int = 6,
+        ngf: int = 64,
+        norm: str = "instance",
+        deformable: bool = True,
+        ops: str = "reference",
+    ) -> None:
+        super().__init__()
+        self.size, self.num_blocks, self.deformable = tuple(size), num_blocks, deformable
+        widths = encoder_widths(ngf, num_blocks)
+        if deformable:
+            self.appearance = _Encoder(3 + NUM_JOINTS, widths, norm)
+            self.pose = _Encoder(NUM_JOINTS, widths, norm)
+            self.skips = nn.ModuleList(DeformableSkip(ops) for _ in range(NUM_SKIP_LEVELS))
+            skip_widths = [2 * w for w in widths]  # warped appearance + target pose
+        else:
+            self.encoder = _Encoder(3 + 2 * NUM_JOINTS, widths, norm)
+            skip_widths = list(widths)
+        # Decoder block i produces level n-2-i with the width of encoder level n-1-i.
+        self.decoder = nn.ModuleList()
+        channels = 0
+        for i, level in enumerate(range(num_blocks - 2, -1, -1)):
+            channels += skip_widths[level + 1]
+            self.decoder.append(_up(channels, widths[level + 1], norm, dropout=i < 3))
+            channels = widths[level + 1]
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels + skip_widths[0], 3, 3, 1, 1), nn.Tanh())
+        _init_weights(self)
+
+    def _check(self, name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(tensor.shape)}")
+
+    def forward(
+        self,
+        source: Tensor,
+        source_pose: Tensor,
+        target_pose: Tensor,
+        theta: Tensor | None = None,
+        masks: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        """Generate the source person in the target pose.
+
+        source (B, 3, H, W) in [-1, 1]; source_pose, target_pose (B, 18, H, W) heatmaps;
+        theta (B, 4, 10, 2, 3): level l's part transforms target -> source on the
+        H/2^l x W/2^l pixel grid; masks: 4 tensors (B, 10, H/2^l, W/2^l), l = 0..3 (the
+        `theta`, `masks0`..`masks3` of `pydeform.data.PosePairs`). theta and masks are
+        required by the deformable generator and ignored by the baseline.
+        Returns (B, 3, H, W) in (-1, 1).
+        """
+        B = source.shape[0]
+        H, W = self.size
+        self._check("source", source, (B, 3, H, W))
+        self._check("source_pose", source_pose, (B, NUM_JOINTS, H, W))
+        self._check("target_pose", target_pose, (B, NUM_JOINTS, H, W))
+        if self.deformable:
+            if theta is None or masks is None:
+                raise ValueError("the deformable generator needs theta and masks (the baseline does not)")
+            self._check("theta", theta, (B, NUM_SKIP_LEVELS, NUM_PARTS, 2, 3))
+            if len(masks) != NUM_SKIP_LEVELS:
+                raise ValueError(f"masks must hold {NUM_SKIP_LEVELS} tensors (levels 0..3), got {len(masks)}")
+            for level, mask in enumerate(masks):
+                self._check(f"masks[{level}]", mask, (B, NUM_PARTS, H >> level, W >> level))
+            appearance = self.appearance(torch.cat([source, source_pose], dim=1))
+            pose = self.pose(target_pose)
+            # Move the source-frame features to the target pose where they are fine enough
+            # for the part masks to matter (levels 0..3); deeper levels are near-global.
+            warped = [skip(appearance[level], theta[:, level], masks[level]) for level, skip in enumerate(self.skips)]
+            skips = [torch.cat([a, p], dim=1) for a, p in zip(warped + appearance[NUM_SKIP_LEVELS:], pose)]
+        else:
+            skips = self.encoder(torch.cat([source, source_pose, target_pose], dim=1))
+        out = skips[-1]
+        for i, block in enumerate(self.decoder):
+            out = block(out if i == 0 else torch.cat([out, skips[-1 - i]], dim=1))
+        return self.head(torch.cat([out, skips[0]], dim=1))
+
+
+# ----------------------------------------------------------------------------- discriminator
+
+
+class PatchDiscriminator(nn.Module):
+    """Conditional patch discriminator (pix2pix 70x70 for d_layers = 3).
+
+    Args:
+        in_channels: channels of the concatenated condition + image (3 + 18 + 3 + 18 = 42).
+        ndf: width of the first conv (64); doubles per layer up to 8 ndf.
+        d_layers: 4x4 stride-2 convs; then a 4x4 stride-1 conv and the 1-channel 4x4 conv.
+        norm: "instance" or "batch", on all convs but the first and last.
+    """
+
+    def __init__(
+        self, in_channels: int = 2 * (3 + NUM_JOINTS), ndf: int = 64, d_layers: int = 3, norm: str = "instance"
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1)]
+        channels = ndf
+        for i in range(1, d_layers + 1):
+            out = ndf * min(2**i, 8)
+            stride = 2 if i < d_layers else 1
+            layers += [nn.LeakyReLU(0.2), nn.Conv2d(channels, out, 4, stride, 1, bias=False), _norm(norm, out)]
+            channels = out
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(channels, 1, 4, 1, 1)]
+        self.net = nn.Sequential(*layers)
+        _init_weights(self)
+
+    def forward(self, source: Tensor, source_pose: Tensor, image: Tensor, target_pose: Tensor) -> Tensor:
+        """source, image (B, 3, H, W); source_pose, target_pose (B, 18, H, W).
+        Returns logits (B, 1, H/2^d - 2, W/2^d - 2) (for even sizes): real > 0 > fake."""
+        return self.net(torch.cat([source, source_pose, image, target_pose], dim=1))
+
+
+def build_generator(config: DeformGANConfig) -> DeformableGenerator:
+    """The generator a config describes."""
+    return DeformableGenerator(
+        config.image_size, config.blocks, config.ngf, config.norm, deformable=config.deformable, ops=config.ops
+    )
+
+
+def build_discriminator(config: DeformGANConfig) -> PatchDiscriminator:
+    """The discriminator a config describes."""
+    return PatchDiscriminator(2 * (3 + NUM_JOINTS), config.ndf, config.d_layers, config.norm)

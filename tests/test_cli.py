@@ -1,0 +1,93 @@
+"""The `pydeform` command (pydeform.cli)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pydeform.cli import main
+from pydeform.data.pose_pairs import PosePairs
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    return code, capsys.readouterr()
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--help"])
+    assert exit.value.code == 0
+    assert "train" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["train", "deformgan", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--preset", "--variant", "--steps", "--out", "--batch-size", "--vgg19", "--random-vgg",
+                 "--resume", "--device", "--amp", "--sample-every", "--seed", "--workers"):  # fmt: skip
+        assert flag in text
+    with pytest.raises(SystemExit):
+        main(["test", "deformgan", "--help"])
+    assert "--checkpoint" in capsys.readouterr().out
+
+
+def test_full_variant_refuses_without_vgg(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "deformgan", "--out", str(tmp_path / "run"), "--steps", "1"])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert "--vgg19 PATH" in err and "--random-vgg" in err and "not the paper's" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_vgg_flags_exclude_each_other(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "deformgan", "--out", str(tmp_path), "--steps", "1", "--vgg19", "x.pth", "--random-vgg"])
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_bad_settings_are_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "deformgan", "--out", str(tmp_path), "--steps", "1", "--variant", "dsc", "--size", "100x64"])
+    assert exit.value.code == 2 and "divisible" in capsys.readouterr().err
+
+
+def test_bare_checkout_trains_on_synthetic_data_then_tests(tmp_path, monkeypatch, capsys):
+    # No --data: the synthetic set is written into $PYDEFORM_CACHE first.
+    monkeypatch.setenv("PYDEFORM_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code, printed = run_cli([
+        "train", "deformgan", "--random-vgg", "--size", "64x32", "--ngf", "4", "--ndf", "4", "--steps", "2",
+        "--batch-size", "2", "--workers", "0", "--synth-identities", "3", "--out", str(run), "--no-progress",
+    ], capsys)  # fmt: skip
+    assert code == 0
+    assert "--random-vgg: the NN loss compares" in printed.out and "final step=2" in printed.out
+    cache = tmp_path / "cache" / "synth-pose-64x32-seed0-n3"
+    assert (cache / "synth-pairs-train.csv").is_file()
+    assert (run / "checkpoint.pt").is_file() and len(list((run / "samples").glob("*.png"))) == 1
+
+    evaluation = tmp_path / "eval"
+    code, printed = run_cli(["test", "deformgan", "--checkpoint", str(run / "checkpoint.pt"), "--out",
+                             str(evaluation), "--no-progress"], capsys)  # fmt: skip
+    assert code == 0 and "copy_source" in printed.out and "mask_ssim" in printed.out
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    test_set = PosePairs(cache, "synth", "test")
+    assert metrics["pairs"] == len(test_set) and metrics["step"] == 2
+    images = sorted((evaluation / "images").glob("*.png"))
+    assert len(images) == len(test_set)
+    source, target = test_set.pairs[0]
+    assert (evaluation / "images" / f"{source[:-4]}___{target[:-4]}.png").is_file()
+    assert np.asarray(Image.open(images[0])).shape == (64, 32, 3)
+    for key in ("generated", "copy_source"):
+        assert set(metrics[key]) == {"ssim", "mask_ssim", "l1", "psnr"}
+    # Copy-the-source L1, computed independently: mean |source - target| over the test pairs, in [-1, 1].
+    want = np.mean([(item["source"] - item["target"]).abs().mean().item() for item in test_set])
+    assert metrics["copy_source"]["l1"] == pytest.approx(want, abs=1e-4)
+    assert 0 < metrics["copy_source"]["ssim"] < 1
+
+    # Resuming a finished run has nothing to do.
+    code, printed = run_cli(["train", "deformgan", "--random-vgg", "--size", "64x32", "--ngf", "4", "--ndf", "4",
+                             "--steps", "2", "--synth-identities", "3", "--out", str(run), "--resume",
+                             "--no-progress"], capsys)  # fmt: skip
+    assert code == 0 and "nothing to do" in printed.out
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
