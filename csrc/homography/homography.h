@@ -105,6 +105,15 @@ HOST_DEVICE void forward_pixel(const T* x_image, int64_t in_plane, T* out_pixel,
   }
 }
 
+// The output gradient, read through its strides (elements; 0 for an expanded dimension).
+template <typename T> struct StridedGrad {
+  const T* data;
+  int64_t stride_b, stride_c, stride_i, stride_j;
+  HOST_DEVICE const T* pixel(int64_t b, int64_t i, int64_t j) const {
+    return data + b * stride_b + i * stride_i + j * stride_j;
+  }
+};
+
 template <typename A> HOST_DEVICE void add_to(A* p, A v, bool atomic) {
 #if defined(__CUDA_ARCH__)
   if (atomic) {
@@ -117,14 +126,15 @@ template <typename A> HOST_DEVICE void add_to(A* p, A v, bool atomic) {
   *p += v;
 }
 
-// Backward of one (defined) output pixel over channels [c0, c1) of its x image.
+// Backward of one (defined) output pixel over channels [c0, c1) of its x image; grad_out_pixel
+// points at channel 0 of the pixel's output gradient, channels grad_channel_stride apart.
 // grad_x_image (may be null): each in-image tap whose plane offset lies in [own_lo, own_hi)
 // receives its share g * weight (plainly, or atomically on CUDA); the other taps belong to
 // another owner. With coord_grad, gsx / gsy return d loss / d (sx, sy) summed over the channels.
 template <typename T, typename A>
 HOST_DEVICE void backward_pixel(const T* x_image, const T* grad_out_pixel, A* grad_x_image, int64_t in_plane,
-                                int64_t out_plane, int64_t c0, int64_t c1, const BilinearTaps<A>& t, int64_t own_lo,
-                                int64_t own_hi, bool atomic, bool coord_grad, A& gsx, A& gsy) {
+                                int64_t grad_channel_stride, int64_t c0, int64_t c1, const BilinearTaps<A>& t,
+                                int64_t own_lo, int64_t own_hi, bool atomic, bool coord_grad, A& gsx, A& gsy) {
   gsx = gsy = A(0);
   bool owned[4];
   bool any_owned = false;
@@ -134,7 +144,7 @@ HOST_DEVICE void backward_pixel(const T* x_image, const T* grad_out_pixel, A* gr
   }
   if (!any_owned && !coord_grad) return;
   for (int64_t c = c0; c < c1; ++c) {
-    const A g = load(grad_out_pixel + c * out_plane);
+    const A g = load(grad_out_pixel + c * grad_channel_stride);
     if (any_owned) {
       A* plane = grad_x_image + c * in_plane;
       for (int k = 0; k < 4; ++k)
@@ -166,25 +176,31 @@ HOST_DEVICE void add_homography_grad(const HomographySample<A>& s, const Homogra
   }
 }
 
-// Launchers. Pointers are raw addresses of contiguous tensors allocated by Python.
-// Shapes: x (Bx, C, H, W); h (Bh, 3, 3); out, grad_out (B, C, Ho, Wo) with B = max(Bx, Bh).
+// Launchers. Pointers are raw addresses of tensors allocated by Python, contiguous except
+// grad_out, which is read through its strides (in elements; an expanded gradient, as from
+// out.sum(), is not copied). Shapes: x (Bx, C, H, W); h (Bh, 3, 3); out, grad_out
+// (B, C, Ho, Wo) with B = max(Bx, Bh).
 // grad_x (Bx, C, H, W) and grad_h (Bh, 3, 3) are in the accumulation type (float, double for
 // double), grad_x zero-filled by the caller; either may be 0 (= not wanted). grad_h_partials is
 // a workspace of homography_grad_h_partials_{cpu,cuda}(...) accumulation-type elements.
 void homography_forward_cpu(std::uintptr_t x, std::uintptr_t h, std::uintptr_t out, int64_t Bx, int64_t Bh, int64_t C,
                             int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool border, bool normalized, int dtype,
                             int num_threads);
-void homography_backward_cpu(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t h, std::uintptr_t grad_x,
-                             std::uintptr_t grad_h, std::uintptr_t grad_h_partials, int64_t partials_size, int64_t Bx,
-                             int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool border,
-                             bool normalized, bool deterministic, int dtype, int num_threads);
+void homography_backward_cpu(std::uintptr_t grad_out, int64_t grad_stride_b, int64_t grad_stride_c,
+                             int64_t grad_stride_i, int64_t grad_stride_j, std::uintptr_t x, std::uintptr_t h,
+                             std::uintptr_t grad_x, std::uintptr_t grad_h, std::uintptr_t grad_h_partials,
+                             int64_t partials_size, int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W,
+                             int64_t Ho, int64_t Wo, bool border, bool normalized, bool deterministic, int dtype,
+                             int num_threads);
 void homography_forward_cuda(std::uintptr_t x, std::uintptr_t h, std::uintptr_t out, int64_t Bx, int64_t Bh,
                              int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool border, bool normalized,
                              int dtype, int device, std::uintptr_t stream);
-void homography_backward_cuda(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t h, std::uintptr_t grad_x,
-                              std::uintptr_t grad_h, std::uintptr_t grad_h_partials, int64_t partials_size, int64_t Bx,
-                              int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool border,
-                              bool normalized, bool deterministic, int dtype, int device, std::uintptr_t stream);
+void homography_backward_cuda(std::uintptr_t grad_out, int64_t grad_stride_b, int64_t grad_stride_c,
+                              int64_t grad_stride_i, int64_t grad_stride_j, std::uintptr_t x, std::uintptr_t h,
+                              std::uintptr_t grad_x, std::uintptr_t grad_h, std::uintptr_t grad_h_partials,
+                              int64_t partials_size, int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W,
+                              int64_t Ho, int64_t Wo, bool border, bool normalized, bool deterministic, int dtype,
+                              int device, std::uintptr_t stream);
 
 // Work partitions, fixed by the sizes alone (never by the thread count or the GPU), so that
 // the partial sums of grad_h, and with them grad_h's bits, are the same on every run.
@@ -210,7 +226,8 @@ inline int64_t homography_cuda_grad_h_blocks(int64_t Ho, int64_t Wo) {
 int64_t homography_grad_h_partials_cpu(int64_t Bx, int64_t Bh, int64_t C, int64_t Ho, int64_t Wo);
 int64_t homography_grad_h_partials_cuda(int64_t Bx, int64_t Bh, int64_t C, int64_t Ho, int64_t Wo);
 
-// Shared argument re-check of the launchers.
+// Shared argument re-checks of the launchers.
 void homography_check_args(int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo);
+void homography_check_grad_strides(int64_t b, int64_t c, int64_t i, int64_t j);
 
 }  // namespace pydeform

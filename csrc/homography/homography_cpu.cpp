@@ -2,17 +2,30 @@
 // (x image, channel block) tasks (backward). Each pixel is projected once per task and its
 // taps reused over the channels; no sampling grid is materialised.
 #include <algorithm>
+#include <vector>
 
 #include "common/cpu_parallel.h"
 #include "common/dtype.h"
 #include "common/errors.h"
 #include "homography/homography.h"
 
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define PYDEFORM_X86_DISPATCH 1
+#define PYDEFORM_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define PYDEFORM_X86_DISPATCH 0
+#define PYDEFORM_ALWAYS_INLINE inline
+#endif
+
 namespace pydeform {
 
 void homography_check_args(int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
   check_sizes_positive({Bx, Bh, C, H, W, Ho, Wo});
   check_arg(Bx == Bh || Bx == 1 || Bh == 1, "the batch sizes of x and h must be equal or one of them 1");
+}
+
+void homography_check_grad_strides(int64_t b, int64_t c, int64_t i, int64_t j) {
+  check_arg(b >= 0 && c >= 0 && i >= 0 && j >= 0, "grad_out strides must be non-negative");
 }
 
 int64_t homography_grad_h_partials_cpu(int64_t Bx, int64_t Bh, int64_t C, int64_t Ho, int64_t Wo) {
@@ -27,72 +40,137 @@ int64_t homography_grad_h_partials_cuda(int64_t Bx, int64_t Bh, int64_t C, int64
 
 namespace {
 
-template <typename T>
-void forward_rows(const T* x, const T* h, T* out, int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho,
-                  int64_t Wo, const HomographyGeometry<acc_t<T>>& g, int num_threads) {
+// What the row and task bodies need; pointers are contiguous tensors, grad_x / grad_h may be null.
+template <typename T> struct Problem {
+  const T* x;
+  const T* h;
+  int64_t Bx, Bh, C, H, W, Ho, Wo;
+  HomographyGeometry<acc_t<T>> g;
+  int64_t batch() const { return Bx > Bh ? Bx : Bh; }
+  const T* x_image(int64_t b) const { return x + (Bx == 1 ? 0 : b) * C * H * W; }
+  const T* homography(int64_t b) const { return h + (Bh == 1 ? 0 : b) * 9; }
+};
+
+// out[b, :, i, :]: each pixel projected once, its taps reused over the channels.
+template <typename T> PYDEFORM_ALWAYS_INLINE void forward_row(const Problem<T>& p, T* out, int64_t b, int64_t i) {
   using A = acc_t<T>;
-  const int64_t B = std::max(Bx, Bh), in_plane = H * W, out_plane = Ho * Wo;
-  parallel_for(B * Ho, num_threads, [&](int64_t row) {
-    const int64_t b = row / Ho, i = row % Ho;
-    A m[9];
-    load_homography(h + (Bh == 1 ? 0 : b) * 9, m);
-    const T* x_image = x + (Bx == 1 ? 0 : b) * C * in_plane;
-    T* out_row = out + b * C * out_plane + i * Wo;
-    for (int64_t j = 0; j < Wo; ++j) {
-      HomographySample<A> s;
-      const bool defined = homography_sample_at(m, g, i, j, s);
-      forward_pixel(x_image, in_plane, out_row + j, out_plane, C, defined, s.taps);
-    }
-  });
+  A m[9];
+  load_homography(p.homography(b), m);
+  const int64_t out_plane = p.Ho * p.Wo;
+  T* out_row = out + b * p.C * out_plane + i * p.Wo;
+  for (int64_t j = 0; j < p.Wo; ++j) {
+    HomographySample<A> s;
+    const bool defined = homography_sample_at(m, p.g, i, j, s);
+    forward_pixel(p.x_image(b), p.H * p.W, out_row + j, out_plane, p.C, defined, s.taps);
+  }
 }
 
-// Task (x image bx, channel block): owns grad_x[bx, c0:c1] (race-free plain adds) and, for each
-// batch item b reading image bx, one grad_h partial sum over its pixels and channels, summed in
-// double in pixel order. The final grad_h adds the partials in (b, block) order. The partition
-// depends on the sizes only, so grad_x and grad_h are bit-identical on every run whatever the
-// thread count: the CPU backward is always deterministic.
+// Backward task (x image bx, channels [c0, c1)): adds the gradients of every output pixel that
+// reads image bx to grad_x[bx, c0:c1] (the task owns those planes: plain adds, no races) and,
+// when grad_h_sums is given, writes grad_h_sums[k * 9 + q]: the grad_h terms of the k-th batch
+// item reading image bx, over these channels, summed in pixel order (rows in double).
 template <typename T>
-void backward_tasks(const T* grad_out, const T* x, const T* h, acc_t<T>* grad_x, acc_t<T>* grad_h,
-                    acc_t<T>* partials, int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho,
-                    int64_t Wo, const HomographyGeometry<acc_t<T>>& g, int num_threads) {
+PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& p, const StridedGrad<T>& grad_out, acc_t<T>* grad_x,
+                                          double* grad_h_sums, int64_t bx, int64_t c0, int64_t c1) {
   using A = acc_t<T>;
-  const int64_t B = std::max(Bx, Bh), in_plane = H * W, out_plane = Ho * Wo;
-  const int64_t blocks = homography_cpu_channel_blocks(Bx, C), per_image = B / Bx;
-  parallel_for(Bx * blocks, num_threads, [&](int64_t task) {
-    const int64_t bx = task / blocks, block = task % blocks;
-    const int64_t c0 = block * C / blocks, c1 = (block + 1) * C / blocks;
-    const T* x_image = x + bx * C * in_plane;
-    A* grad_x_image = grad_x ? grad_x + bx * C * in_plane : nullptr;
-    for (int64_t k = 0; k < per_image; ++k) {
-      const int64_t b = Bx == 1 ? k : bx;
-      A m[9];
-      load_homography(h + (Bh == 1 ? 0 : b) * 9, m);
-      double sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-      for (int64_t i = 0; i < Ho; ++i) {
-        A row_sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};  // a row in A, rows in double
-        const T* grad_row = grad_out + b * C * out_plane + i * Wo;
-        for (int64_t j = 0; j < Wo; ++j) {
-          HomographySample<A> s;
-          if (!homography_sample_at(m, g, i, j, s)) continue;
-          A gsx, gsy;
-          backward_pixel(x_image, grad_row + j, grad_x_image, in_plane, out_plane, c0, c1, s.taps, 0, in_plane, false,
-                         grad_h != nullptr, gsx, gsy);
-          if (grad_h) add_homography_grad(s, g, gsx, gsy, row_sum);
-        }
-        for (int q = 0; q < 9; ++q) sum[q] += row_sum[q];
+  const int64_t in_plane = p.H * p.W, per_image = p.batch() / p.Bx;
+  const T* x_image = p.x + bx * p.C * in_plane;
+  A* grad_x_image = grad_x ? grad_x + bx * p.C * in_plane : nullptr;
+  for (int64_t k = 0; k < per_image; ++k) {
+    const int64_t b = p.Bx == 1 ? k : bx;
+    A m[9];
+    load_homography(p.homography(b), m);
+    double sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int64_t i = 0; i < p.Ho; ++i) {
+      A row_sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t j = 0; j < p.Wo; ++j) {
+        HomographySample<A> s;
+        if (!homography_sample_at(m, p.g, i, j, s)) continue;
+        A gsx, gsy;
+        backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, c0, c1,
+                       s.taps, int64_t(0), in_plane, false, grad_h_sums != nullptr, gsx, gsy);
+        if (grad_h_sums) add_homography_grad(s, p.g, gsx, gsy, row_sum);
       }
-      if (grad_h)
-        for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = A(sum[q]);
+      for (int q = 0; q < 9; ++q) sum[q] += row_sum[q];
+    }
+    if (grad_h_sums)
+      for (int q = 0; q < 9; ++q) grad_h_sums[k * 9 + q] = sum[q];
+  }
+}
+
+template <typename T> void forward_row_portable(const Problem<T>& p, T* out, int64_t b, int64_t i) {
+  forward_row(p, out, b, i);
+}
+template <typename T>
+void backward_task_portable(const Problem<T>& p, const StridedGrad<T>& grad_out, acc_t<T>* grad_x, double* grad_h_sums,
+                            int64_t bx, int64_t c0, int64_t c1) {
+  backward_task(p, grad_out, grad_x, grad_h_sums, bx, c0, c1);
+}
+
+#if PYDEFORM_X86_DISPATCH
+// The same bodies compiled for AVX2 + FMA (floor and fused multiply-adds in one instruction),
+// chosen at run time so one build still runs on any x86-64 CPU. flatten: the shared math is
+// inlined, hence compiled for AVX2 too.
+template <typename T>
+__attribute__((target("avx2,fma"), flatten)) void forward_row_avx2(const Problem<T>& p, T* out, int64_t b, int64_t i) {
+  forward_row(p, out, b, i);
+}
+template <typename T>
+__attribute__((target("avx2,fma"), flatten)) void backward_task_avx2(const Problem<T>& p, const StridedGrad<T>& grad_out,
+                                                                      acc_t<T>* grad_x, double* grad_h_sums,
+                                                                      int64_t bx, int64_t c0, int64_t c1) {
+  backward_task(p, grad_out, grad_x, grad_h_sums, bx, c0, c1);
+}
+inline bool has_avx2() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2;
+}
+#endif
+
+template <typename T> auto pick_forward_row() {
+#if PYDEFORM_X86_DISPATCH
+  if (has_avx2()) return &forward_row_avx2<T>;
+#endif
+  return &forward_row_portable<T>;
+}
+template <typename T> auto pick_backward_task() {
+#if PYDEFORM_X86_DISPATCH
+  if (has_avx2()) return &backward_task_avx2<T>;
+#endif
+  return &backward_task_portable<T>;
+}
+
+template <typename T> void forward_rows(const Problem<T>& p, T* out, int num_threads) {
+  const auto row = pick_forward_row<T>();
+  parallel_for(p.batch() * p.Ho, num_threads, [&](int64_t r) { row(p, out, r / p.Ho, r % p.Ho); });
+}
+
+// One task per (x image, channel block), a partition fixed by the sizes: grad_x and grad_h are
+// bit-identical on every run whatever the thread count, so the CPU backward is always
+// deterministic. grad_h adds the tasks' sums in (batch item, block) order.
+template <typename T>
+void backward_tasks(const Problem<T>& p, const StridedGrad<T>& grad_out, acc_t<T>* grad_x, acc_t<T>* grad_h, acc_t<T>* partials,
+                    int num_threads) {
+  const int64_t B = p.batch(), blocks = homography_cpu_channel_blocks(p.Bx, p.C), per_image = B / p.Bx;
+  const auto task_body = pick_backward_task<T>();
+  parallel_for(p.Bx * blocks, num_threads, [&](int64_t task) {
+    const int64_t bx = task / blocks, block = task % blocks;
+    thread_local std::vector<double> sums;  // per batch item reading image bx
+    sums.assign(grad_h ? static_cast<size_t>(per_image * 9) : 0, 0.0);
+    task_body(p, grad_out, grad_x, grad_h ? sums.data() : nullptr, bx, block * p.C / blocks, (block + 1) * p.C / blocks);
+    for (int64_t k = 0; grad_h && k < per_image; ++k) {
+      const int64_t b = p.Bx == 1 ? k : bx;
+      for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = static_cast<acc_t<T>>(sums[k * 9 + q]);
     }
   });
   if (!grad_h) return;
-  for (int64_t bh = 0; bh < Bh; ++bh) {
-    const int64_t b0 = Bh == 1 ? 0 : bh, b1 = Bh == 1 ? B : bh + 1;
+  for (int64_t bh = 0; bh < p.Bh; ++bh) {
+    const int64_t b0 = p.Bh == 1 ? 0 : bh, b1 = p.Bh == 1 ? B : bh + 1;
     for (int q = 0; q < 9; ++q) {
       double total = 0;
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t block = 0; block < blocks; ++block) total += partials[(b * blocks + block) * 9 + q];
-      grad_h[bh * 9 + q] = A(total);
+      grad_h[bh * 9 + q] = static_cast<acc_t<T>>(total);
     }
   }
 }
@@ -106,18 +184,21 @@ void homography_forward_cpu(std::uintptr_t x, std::uintptr_t h, std::uintptr_t o
   for (auto [p, name] : {std::pair{x, "x"}, {h, "h"}, {out, "out"}}) check_pointer(p, name);
   dispatch_cpu(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const auto g = homography_geometry<acc_t<T>>(H, W, Ho, Wo, border, normalized);
-    forward_rows(reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), reinterpret_cast<T*>(out), Bx, Bh, C,
-                 H, W, Ho, Wo, g, num_threads);
+    const Problem<T> p{reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), Bx, Bh, C, H, W, Ho, Wo,
+                       homography_geometry<acc_t<T>>(H, W, Ho, Wo, border, normalized)};
+    forward_rows(p, reinterpret_cast<T*>(out), num_threads);
   });
 }
 
-void homography_backward_cpu(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t h, std::uintptr_t grad_x,
-                             std::uintptr_t grad_h, std::uintptr_t grad_h_partials, int64_t partials_size, int64_t Bx,
-                             int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool border,
-                             bool normalized, bool deterministic, int dtype, int num_threads) {
+void homography_backward_cpu(std::uintptr_t grad_out, int64_t grad_stride_b, int64_t grad_stride_c,
+                             int64_t grad_stride_i, int64_t grad_stride_j, std::uintptr_t x, std::uintptr_t h,
+                             std::uintptr_t grad_x, std::uintptr_t grad_h, std::uintptr_t grad_h_partials,
+                             int64_t partials_size, int64_t Bx, int64_t Bh, int64_t C, int64_t H, int64_t W,
+                             int64_t Ho, int64_t Wo, bool border, bool normalized, bool deterministic, int dtype,
+                             int num_threads) {
   (void)deterministic;  // the CPU backward is always deterministic
   homography_check_args(Bx, Bh, C, H, W, Ho, Wo);
+  homography_check_grad_strides(grad_stride_b, grad_stride_c, grad_stride_i, grad_stride_j);
   for (auto [p, name] : {std::pair{grad_out, "grad_out"}, {x, "x"}, {h, "h"}}) check_pointer(p, name);
   if (grad_h) {
     check_pointer(grad_h_partials, "grad_h_partials");
@@ -127,10 +208,12 @@ void homography_backward_cpu(std::uintptr_t grad_out, std::uintptr_t x, std::uin
   dispatch_cpu(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     using A = acc_t<T>;
-    const auto g = homography_geometry<A>(H, W, Ho, Wo, border, normalized);
-    backward_tasks(reinterpret_cast<const T*>(grad_out), reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h),
-                   reinterpret_cast<A*>(grad_x), reinterpret_cast<A*>(grad_h), reinterpret_cast<A*>(grad_h_partials),
-                   Bx, Bh, C, H, W, Ho, Wo, g, num_threads);
+    const Problem<T> p{reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), Bx, Bh, C, H, W, Ho, Wo,
+                       homography_geometry<A>(H, W, Ho, Wo, border, normalized)};
+    const StridedGrad<T> grad{reinterpret_cast<const T*>(grad_out), grad_stride_b, grad_stride_c, grad_stride_i,
+                              grad_stride_j};
+    backward_tasks(p, grad, reinterpret_cast<A*>(grad_x), reinterpret_cast<A*>(grad_h),
+                   reinterpret_cast<A*>(grad_h_partials), num_threads);
   });
 }
 

@@ -74,7 +74,8 @@ def _backward(
     expected = (max(x.shape[0], h.shape[0]), x.shape[1], height, width)
     if grad_out.shape != expected:
         raise ValueError(f"grad_out must have shape {expected}, got {tuple(grad_out.shape)}")
-    grad_out, x, h = grad_out.contiguous(), x.contiguous(), h.contiguous()
+    # grad_out is read through its strides: an expanded gradient (from out.sum()) is not copied.
+    x, h = x.contiguous(), h.contiguous()
     sizes = _launch_arguments(x, h, height, width, padding_mode, coords)
     # The kernels accumulate in float (double for double); half/bf16 are converted at the end.
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -85,7 +86,7 @@ def _backward(
         count = getattr(_C, f"homography_grad_h_partials_{x.device.type}")(*sizes[:3], height, width)
         partials = torch.empty(count, dtype=acc, device=x.device)
     launch(
-        "homography_backward", x.device, ptr(grad_out), ptr(x), ptr(h), ptr(grad_x), ptr(grad_h), ptr(partials),
+        "homography_backward", x.device, ptr(grad_out), *grad_out.stride(), ptr(x), ptr(h), ptr(grad_x), ptr(grad_h), ptr(partials),
         0 if partials is None else partials.numel(), *sizes, deterministic, DTYPE_CODES[x.dtype],
     )  # fmt: skip
     grad_x = grad_x.to(x.dtype) if need_x else x.new_empty(0)
