@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #endif
 
+#include "homography/homography.h"
 #include "patch_nn/patch_nn.h"
 
 namespace py = pybind11;
@@ -60,8 +61,14 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("patch_nn_forward_cpu", &pydeform::patch_nn_forward_cpu, release);
   m.def("patch_nn_backward_cpu", &pydeform::patch_nn_backward_cpu, release);
+  m.def("homography_forward_cpu", &pydeform::homography_forward_cpu, release);
+  m.def("homography_backward_cpu", &pydeform::homography_backward_cpu, release);
+  m.def("homography_grad_h_partials_cpu", &pydeform::homography_grad_h_partials_cpu);
+  m.def("homography_grad_h_partials_cuda", &pydeform::homography_grad_h_partials_cuda);
 #if defined(PYDEFORM_WITH_CUDA)
   m.def("patch_nn_forward_cuda", &pydeform::patch_nn_forward_cuda, release);
   m.def("patch_nn_backward_cuda", &pydeform::patch_nn_backward_cuda, release);
+  m.def("homography_forward_cuda", &pydeform::homography_forward_cuda, release);
+  m.def("homography_backward_cuda", &pydeform::homography_backward_cuda, release);
 #endif
 }
