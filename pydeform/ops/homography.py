@@ -86,8 +86,9 @@ def _backward(
         count = getattr(_C, f"homography_grad_h_partials_{x.device.type}")(*sizes[:3], height, width)
         partials = torch.empty(count, dtype=acc, device=x.device)
     launch(
-        "homography_backward", x.device, ptr(grad_out), *grad_out.stride(), ptr(x), ptr(h), ptr(grad_x), ptr(grad_h), ptr(partials),
-        0 if partials is None else partials.numel(), *sizes, deterministic, DTYPE_CODES[x.dtype],
+        "homography_backward", x.device, ptr(grad_out), *grad_out.stride(), ptr(x), ptr(h), ptr(grad_x),
+        ptr(grad_h), ptr(partials), 0 if partials is None else partials.numel(), *sizes, deterministic,
+        DTYPE_CODES[x.dtype],
     )  # fmt: skip
     grad_x = grad_x.to(x.dtype) if need_x else x.new_empty(0)
     grad_h = grad_h.to(h.dtype) if need_h else h.new_empty(0)
@@ -96,7 +97,8 @@ def _backward(
 
 @_backward.register_fake
 def _(grad_out, x, h, height, width, padding_mode, coords, need_x, need_h, deterministic):
-    return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(h) if need_h else h.new_empty(0))
+    # Contiguous, as the kernels return them (x and h may not be).
+    return (x.new_empty(x.shape) if need_x else x.new_empty(0)), (h.new_empty(h.shape) if need_h else h.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
