@@ -8,9 +8,11 @@
 // fixed order. grad_h is therefore deterministic in both modes.
 // Deterministic mode (torch.use_deterministic_algorithms): grad_x without atomics, one thread per
 // (x image, input row) that scans every output pixel reading that image in a fixed order and
-// adds the taps landing in its row. Every thread projects every pixel of its image(s), so this
-// costs about H times the projections of the default mode (plus B times more when one x image
-// is broadcast under B homographies); it is meant for reproducibility, not speed.
+// adds the taps landing in its row. Every thread projects all those pixels: H times the
+// projections of the default mode, on only Bx * H threads, so its time grows with the output
+// pixels per x image (B * Ho * Wo when one image is broadcast) instead of spreading over the
+// GPU. It is meant for reproducibility, not speed (a gather through the inverse homography would
+// be faster but needs care wherever the inverse is degenerate).
 #include <algorithm>
 #include <cstdint>
 

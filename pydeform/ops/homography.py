@@ -148,8 +148,9 @@ def homography_sample(
         where |w| < 1e-8 or the point is not finite the output is 0 and no gradient flows.
 
     Differentiable in x and in all 9 entries of h; a broadcast input gets the gradient summed
-    over the batch. Under torch.use_deterministic_algorithms(True) the gradients are
-    bit-identical from run to run on CUDA too (on the CPU they always are).
+    over the batch. The gradients are bit-identical from run to run on the CPU, and on CUDA
+    under torch.use_deterministic_algorithms(True), where grad_x then avoids atomics at a large
+    cost in speed (each thread scans every output pixel of its image).
     """
     height, width = _check_arguments(x, h, size, padding_mode, coords)
     return torch.ops.pydeform.homography_sample(x, h, height, width, padding_mode, coords)
