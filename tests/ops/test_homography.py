@@ -136,9 +136,11 @@ def test_projective_scale_does_not_matter():
 @pytest.mark.parametrize("padding_mode", PADDINGS)
 def test_matches_kornia_warp_perspective(padding_mode):
     """Conventions verified: kornia's M maps an input (src) pixel to an output (dst) pixel, x is
-    the column, and align_corners=True puts pixel centres at integers 0..W-1; so kornia(x, h^-1)
-    is homography_sample(x, h) in pixel coordinates. Compared where the sample point lies at
-    least a pixel inside the image (kornia's border handling and its division differ there)."""
+    the column, y the row, and pixel centres sit at integers 0..W-1 (kornia's pixel-space warp
+    is the same with align_corners True or False away from the border); so kornia(x, h^-1) is
+    homography_sample(x, h) in pixel coordinates, with h^-1 inverted back inside kornia.
+    Compared where the sample point lies at least a pixel inside the image (kornia's border
+    handling and its homogeneous division differ at the edges)."""
     kornia_transform = pytest.importorskip("kornia.geometry.transform")
     x = torch.randn(3, 2, 20, 30, dtype=torch.float64)
     h = random_homographies(3, "pixel", (20, 30), (18, 25))
