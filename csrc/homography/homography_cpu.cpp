@@ -2,7 +2,6 @@
 // (x image, channel block) tasks (backward). Each pixel is projected once per task and its
 // taps reused over the channels; no sampling grid is materialised.
 #include <algorithm>
-#include <vector>
 
 #include "common/cpu_parallel.h"
 #include "common/dtype.h"
@@ -40,7 +39,7 @@ int64_t homography_grad_h_partials_cuda(int64_t Bx, int64_t Bh, int64_t C, int64
 
 namespace {
 
-// What the row and task bodies need; pointers are contiguous tensors, grad_x / grad_h may be null.
+// The inputs and sizes the row and task bodies need (x and h contiguous).
 template <typename T> struct Problem {
   const T* x;
   const T* h;
@@ -52,8 +51,10 @@ template <typename T> struct Problem {
 };
 
 // out[b, :, i, :]: each pixel projected once, its taps reused over the channels.
-template <typename T> PYDEFORM_ALWAYS_INLINE void forward_row(const Problem<T>& p, T* out, int64_t b, int64_t i) {
+template <typename T>
+PYDEFORM_ALWAYS_INLINE void forward_row(const Problem<T>& problem, T* out, int64_t b, int64_t i) {
   using A = acc_t<T>;
+  const Problem<T> p = problem;  // a local copy: stores to out cannot alias it, so it stays in registers
   A m[9];
   load_homography(p.homography(b), m);
   const int64_t out_plane = p.Ho * p.Wo;
@@ -65,15 +66,20 @@ template <typename T> PYDEFORM_ALWAYS_INLINE void forward_row(const Problem<T>& 
   }
 }
 
-// Backward task (x image bx, channels [c0, c1)): adds the gradients of every output pixel that
-// reads image bx to grad_x[bx, c0:c1] (the task owns those planes: plain adds, no races) and,
-// when grad_h_sums is given, writes grad_h_sums[k * 9 + q]: the grad_h terms of the k-th batch
-// item reading image bx, over these channels, summed in pixel order (rows in double).
+// Backward task (x image bx, channel block `block` of `blocks`): adds the gradients of every
+// output pixel that reads image bx to grad_x[bx, block's channels] (the task owns those planes:
+// plain adds, no races) and, when partials is given, writes partials[(b * blocks + block) * 9 + q]:
+// the grad_h terms of batch item b over the block's channels, summed in pixel order (a row in
+// the accumulation type, rows in double).
 template <typename T>
-PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& p, const StridedGrad<T>& grad_out, acc_t<T>* grad_x,
-                                          double* grad_h_sums, int64_t bx, int64_t c0, int64_t c1) {
+PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const StridedGrad<T>& grad, acc_t<T>* grad_x,
+                                          acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
   using A = acc_t<T>;
+  // Local copies: stores to grad_x cannot alias them, so they stay in registers.
+  const Problem<T> p = problem;
+  const StridedGrad<T> grad_out = grad;
   const int64_t in_plane = p.H * p.W, per_image = p.batch() / p.Bx;
+  const int64_t c0 = block * p.C / blocks, c1 = (block + 1) * p.C / blocks;
   const T* x_image = p.x + bx * p.C * in_plane;
   A* grad_x_image = grad_x ? grad_x + bx * p.C * in_plane : nullptr;
   for (int64_t k = 0; k < per_image; ++k) {
@@ -87,14 +93,14 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& p, const StridedGrad
         HomographySample<A> s;
         if (!homography_sample_at(m, p.g, i, j, s)) continue;
         A gsx, gsy;
-        backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, c0, c1,
-                       s.taps, int64_t(0), in_plane, false, grad_h_sums != nullptr, gsx, gsy);
-        if (grad_h_sums) add_homography_grad(s, p.g, gsx, gsy, row_sum);
+        backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, c0, c1, s.taps,
+                       int64_t(0), in_plane, false, partials != nullptr, gsx, gsy);
+        if (partials) add_homography_grad(s, p.g, gsx, gsy, row_sum);
       }
       for (int q = 0; q < 9; ++q) sum[q] += row_sum[q];
     }
-    if (grad_h_sums)
-      for (int q = 0; q < 9; ++q) grad_h_sums[k * 9 + q] = sum[q];
+    if (partials)
+      for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = A(sum[q]);
   }
 }
 
@@ -102,24 +108,23 @@ template <typename T> void forward_row_portable(const Problem<T>& p, T* out, int
   forward_row(p, out, b, i);
 }
 template <typename T>
-void backward_task_portable(const Problem<T>& p, const StridedGrad<T>& grad_out, acc_t<T>* grad_x, double* grad_h_sums,
-                            int64_t bx, int64_t c0, int64_t c1) {
-  backward_task(p, grad_out, grad_x, grad_h_sums, bx, c0, c1);
+void backward_task_portable(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x, acc_t<T>* partials,
+                            int64_t bx, int64_t block, int64_t blocks) {
+  backward_task(p, grad, grad_x, partials, bx, block, blocks);
 }
 
 #if PYDEFORM_X86_DISPATCH
-// The same bodies compiled for AVX2 + FMA (floor and fused multiply-adds in one instruction),
-// chosen at run time so one build still runs on any x86-64 CPU. flatten: the shared math is
-// inlined, hence compiled for AVX2 too.
-template <typename T>
-__attribute__((target("avx2,fma"), flatten)) void forward_row_avx2(const Problem<T>& p, T* out, int64_t b, int64_t i) {
+// The same bodies compiled for AVX2 + FMA (one-instruction floor and fused multiply-adds),
+// chosen at run time so one build still runs on any x86-64 CPU. flatten inlines the shared
+// math, so that it is compiled for AVX2 too.
+#define PYDEFORM_AVX2 __attribute__((target("avx2,fma"), flatten))
+template <typename T> PYDEFORM_AVX2 void forward_row_avx2(const Problem<T>& p, T* out, int64_t b, int64_t i) {
   forward_row(p, out, b, i);
 }
 template <typename T>
-__attribute__((target("avx2,fma"), flatten)) void backward_task_avx2(const Problem<T>& p, const StridedGrad<T>& grad_out,
-                                                                      acc_t<T>* grad_x, double* grad_h_sums,
-                                                                      int64_t bx, int64_t c0, int64_t c1) {
-  backward_task(p, grad_out, grad_x, grad_h_sums, bx, c0, c1);
+PYDEFORM_AVX2 void backward_task_avx2(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x,
+                                      acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
+  backward_task(p, grad, grad_x, partials, bx, block, blocks);
 }
 inline bool has_avx2() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -147,21 +152,14 @@ template <typename T> void forward_rows(const Problem<T>& p, T* out, int num_thr
 
 // One task per (x image, channel block), a partition fixed by the sizes: grad_x and grad_h are
 // bit-identical on every run whatever the thread count, so the CPU backward is always
-// deterministic. grad_h adds the tasks' sums in (batch item, block) order.
+// deterministic. grad_h adds the tasks' partial sums in (batch item, block) order.
 template <typename T>
-void backward_tasks(const Problem<T>& p, const StridedGrad<T>& grad_out, acc_t<T>* grad_x, acc_t<T>* grad_h, acc_t<T>* partials,
-                    int num_threads) {
-  const int64_t B = p.batch(), blocks = homography_cpu_channel_blocks(p.Bx, p.C), per_image = B / p.Bx;
-  const auto task_body = pick_backward_task<T>();
-  parallel_for(p.Bx * blocks, num_threads, [&](int64_t task) {
-    const int64_t bx = task / blocks, block = task % blocks;
-    thread_local std::vector<double> sums;  // per batch item reading image bx
-    sums.assign(grad_h ? static_cast<size_t>(per_image * 9) : 0, 0.0);
-    task_body(p, grad_out, grad_x, grad_h ? sums.data() : nullptr, bx, block * p.C / blocks, (block + 1) * p.C / blocks);
-    for (int64_t k = 0; grad_h && k < per_image; ++k) {
-      const int64_t b = p.Bx == 1 ? k : bx;
-      for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = static_cast<acc_t<T>>(sums[k * 9 + q]);
-    }
+void backward_tasks(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x, acc_t<T>* grad_h,
+                    acc_t<T>* partials, int num_threads) {
+  const int64_t B = p.batch(), blocks = homography_cpu_channel_blocks(p.Bx, p.C);
+  const auto task = pick_backward_task<T>();
+  parallel_for(p.Bx * blocks, num_threads, [&](int64_t t) {
+    task(p, grad, grad_x, grad_h ? partials : nullptr, t / blocks, t % blocks, blocks);
   });
   if (!grad_h) return;
   for (int64_t bh = 0; bh < p.Bh; ++bh) {

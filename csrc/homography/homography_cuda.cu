@@ -8,9 +8,11 @@
 // fixed order. grad_h is therefore deterministic in both modes.
 // Deterministic mode (torch.use_deterministic_algorithms): grad_x without atomics, one thread per
 // (x image, input row) that scans every output pixel reading that image in a fixed order and
-// adds the taps landing in its row. Every thread projects every pixel of its image(s), so this
-// costs about H times the projections of the default mode (plus B times more when one x image
-// is broadcast under B homographies); it is meant for reproducibility, not speed.
+// adds the taps landing in its row. Every thread projects all those pixels: H times the
+// projections of the default mode, on only Bx * H threads, so its time grows with the output
+// pixels per x image (B * Ho * Wo when one image is broadcast) instead of spreading over the
+// GPU. It is meant for reproducibility, not speed (a gather through the inverse homography would
+// be faster but needs care wherever the inverse is degenerate).
 #include <algorithm>
 #include <cstdint>
 
@@ -24,28 +26,44 @@ namespace {
 
 constexpr int kThreads = kHomographyCudaThreads;
 
+// Pixels first, first + step, ... of an image Wo wide as (row i, column j), without a 64-bit
+// division per step: p < Ho * Wo exactly while i < Ho.
+struct PixelWalk {
+  int64_t i, j, di, dj, Wo;
+  __device__ PixelWalk(int64_t first, int64_t step, int64_t width)
+      : i(first / width), j(first % width), di(step / width), dj(step % width), Wo(width) {}
+  __device__ void next() {
+    i += di;
+    j += dj;
+    if (j >= Wo) j -= Wo, ++i;
+  }
+};
+
+// Grid (x blocks, min(B, 65535)) of kThreads threads: batch items along y, pixels along x.
 template <typename T>
 __global__ void forward_pixels(const T* __restrict__ x, const T* __restrict__ h, T* __restrict__ out, int64_t Bx,
                                int64_t Bh, int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                                HomographyGeometry<acc_t<T>> g) {
   using A = acc_t<T>;
-  const int64_t B = Bx > Bh ? Bx : Bh, in_plane = H * W, out_plane = Ho * Wo, total = B * out_plane;
-  for (int64_t pix = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; pix < total;
-       pix += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t b = pix / out_plane, p = pix % out_plane, i = p / Wo, j = p % Wo;
+  const int64_t B = Bx > Bh ? Bx : Bh, in_plane = H * W, out_plane = Ho * Wo;
+  for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     A m[9];
     load_homography(h + (Bh == 1 ? 0 : b) * 9, m);
-    HomographySample<A> s;
-    const bool defined = homography_sample_at(m, g, i, j, s);
-    forward_pixel(x + (Bx == 1 ? 0 : b) * C * in_plane, in_plane, out + b * C * out_plane + p, out_plane, C, defined,
-                  s.taps);
+    const T* x_image = x + (Bx == 1 ? 0 : b) * C * in_plane;
+    T* out_image = out + b * C * out_plane;
+    for (PixelWalk p(blockIdx.x * int64_t(kThreads) + threadIdx.x, int64_t(gridDim.x) * kThreads, Wo); p.i < Ho;
+         p.next()) {
+      HomographySample<A> s;
+      const bool defined = homography_sample_at(m, g, p.i, p.j, s);
+      forward_pixel(x_image, in_plane, out_image + p.i * Wo + p.j, out_plane, C, defined, s.taps);
+    }
   }
 }
 
-// Grid (blocks, min(B, 65535)) of kThreads threads. For batch item b, block x covers pixels
-// x * kThreads + t + k * blocks * kThreads. grad_x (atomic scatter) and partials (one grad_h
-// partial per (b, block)) may each be null. Loop bounds depend only on the block, so every
-// thread reaches each __syncthreads().
+// Grid (homography_cuda_grad_h_blocks(Ho, Wo), min(B, 65535)) of kThreads threads. For batch
+// item b, block x covers pixels x * kThreads + t + k * gridDim.x * kThreads. grad_x (atomic
+// scatter) and partials (one grad_h partial per (b, block)) may each be null. The loops around
+// the reduction depend only on the block, so every thread reaches each __syncthreads().
 template <typename T>
 __global__ void backward_pixels(StridedGrad<T> grad_out, const T* __restrict__ x, const T* __restrict__ h,
                                 acc_t<T>* __restrict__ grad_x, acc_t<T>* __restrict__ partials, int64_t Bx,
@@ -53,7 +71,7 @@ __global__ void backward_pixels(StridedGrad<T> grad_out, const T* __restrict__ x
                                 HomographyGeometry<acc_t<T>> g) {
   using A = acc_t<T>;
   __shared__ A reduce[9][kThreads];
-  const int64_t B = Bx > Bh ? Bx : Bh, in_plane = H * W, out_plane = Ho * Wo;
+  const int64_t B = Bx > Bh ? Bx : Bh, in_plane = H * W;
   const int tid = threadIdx.x;
   for (int64_t b = blockIdx.y; b < B; b += gridDim.y) {
     A m[9];
@@ -62,12 +80,11 @@ __global__ void backward_pixels(StridedGrad<T> grad_out, const T* __restrict__ x
     const T* x_image = x + bx * C * in_plane;
     A* grad_x_image = grad_x ? grad_x + bx * C * in_plane : nullptr;
     A sum[9] = {A(0), A(0), A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
-    for (int64_t p = blockIdx.x * int64_t(kThreads) + tid; p < out_plane; p += int64_t(gridDim.x) * kThreads) {
+    for (PixelWalk p(blockIdx.x * int64_t(kThreads) + tid, int64_t(gridDim.x) * kThreads, Wo); p.i < Ho; p.next()) {
       HomographySample<A> s;
-      const int64_t i = p / Wo, j = p % Wo;
-      if (!homography_sample_at(m, g, i, j, s)) continue;
+      if (!homography_sample_at(m, g, p.i, p.j, s)) continue;
       A gsx, gsy;
-      backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, int64_t(0), C,
+      backward_pixel(x_image, grad_out.pixel(b, p.i, p.j), grad_x_image, in_plane, grad_out.stride_c, int64_t(0), C,
                      s.taps, int64_t(0), in_plane, true, partials != nullptr, gsx, gsy);
       if (partials) add_homography_grad(s, g, gsx, gsy, sum);
     }
@@ -111,7 +128,7 @@ __global__ void backward_x_owned_rows(StridedGrad<T> grad_out, const T* __restri
                                       int64_t C, int64_t H, int64_t W, int64_t Ho, int64_t Wo,
                                       HomographyGeometry<acc_t<T>> g) {
   using A = acc_t<T>;
-  const int64_t B = Bx > Bh ? Bx : Bh, in_plane = H * W, out_plane = Ho * Wo, per_image = B / Bx;
+  const int64_t B = Bx > Bh ? Bx : Bh, in_plane = H * W, per_image = B / Bx;
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < Bx * H; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t bx = t / H, y = t % H;
     const T* x_image = x + bx * C * in_plane;
@@ -120,13 +137,14 @@ __global__ void backward_x_owned_rows(StridedGrad<T> grad_out, const T* __restri
       const int64_t b = Bx == 1 ? k : bx;
       A m[9];
       load_homography(h + (Bh == 1 ? 0 : b) * 9, m);
-      for (int64_t p = 0; p < out_plane; ++p) {
-        HomographySample<A> s;
-        const int64_t i = p / Wo, j = p % Wo;
-        if (!homography_sample_at(m, g, i, j, s)) continue;
-        A gsx, gsy;
-        backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, int64_t(0), C,
-                       s.taps, y * W, (y + 1) * W, false, false, gsx, gsy);
+      for (int64_t i = 0; i < Ho; ++i) {
+        for (int64_t j = 0; j < Wo; ++j) {
+          HomographySample<A> s;
+          if (!homography_sample_at(m, g, i, j, s)) continue;
+          A gsx, gsy;
+          backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, int64_t(0), C,
+                         s.taps, y * W, (y + 1) * W, false, false, gsx, gsy);
+        }
       }
     }
   }
@@ -140,11 +158,11 @@ void homography_forward_cuda(std::uintptr_t x, std::uintptr_t h, std::uintptr_t 
   homography_check_args(Bx, Bh, C, H, W, Ho, Wo);
   for (auto [p, name] : {std::pair{x, "x"}, {h, "h"}, {out, "out"}}) check_pointer(p, name);
   DeviceGuard guard(device);
-  const int64_t B = std::max(Bx, Bh);
+  const dim3 grid(blocks_for(Ho * Wo, kThreads), static_cast<unsigned>(std::min<int64_t>(std::max(Bx, Bh), 65535)));
   dispatch_cuda(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const auto g = homography_geometry<acc_t<T>>(H, W, Ho, Wo, border, normalized);
-    forward_pixels<T><<<blocks_for(B * Ho * Wo, kThreads), kThreads, 0, as_stream(stream)>>>(
+    forward_pixels<T><<<grid, kThreads, 0, as_stream(stream)>>>(
         reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), reinterpret_cast<T*>(out), Bx, Bh, C, H, W, Ho,
         Wo, g);
     check_launch("homography forward");
@@ -185,7 +203,7 @@ void homography_backward_cuda(std::uintptr_t grad_out, int64_t grad_stride_b, in
       check_launch("homography backward");
     }
     if (gx && deterministic) {
-      backward_x_owned_rows<T><<<blocks_for(Bx * H, 128), 128, 0, s>>>(go, xp, hp, gx, Bx, Bh, C, H, W, Ho, Wo, g);
+      backward_x_owned_rows<T><<<blocks_for(Bx * H, 64), 64, 0, s>>>(go, xp, hp, gx, Bx, Bh, C, H, W, Ho, Wo, g);
       check_launch("homography backward (deterministic grad_x)");
     }
     if (partials) {

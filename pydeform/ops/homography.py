@@ -86,8 +86,9 @@ def _backward(
         count = getattr(_C, f"homography_grad_h_partials_{x.device.type}")(*sizes[:3], height, width)
         partials = torch.empty(count, dtype=acc, device=x.device)
     launch(
-        "homography_backward", x.device, ptr(grad_out), *grad_out.stride(), ptr(x), ptr(h), ptr(grad_x), ptr(grad_h), ptr(partials),
-        0 if partials is None else partials.numel(), *sizes, deterministic, DTYPE_CODES[x.dtype],
+        "homography_backward", x.device, ptr(grad_out), *grad_out.stride(), ptr(x), ptr(h), ptr(grad_x),
+        ptr(grad_h), ptr(partials), 0 if partials is None else partials.numel(), *sizes, deterministic,
+        DTYPE_CODES[x.dtype],
     )  # fmt: skip
     grad_x = grad_x.to(x.dtype) if need_x else x.new_empty(0)
     grad_h = grad_h.to(h.dtype) if need_h else h.new_empty(0)
@@ -96,7 +97,8 @@ def _backward(
 
 @_backward.register_fake
 def _(grad_out, x, h, height, width, padding_mode, coords, need_x, need_h, deterministic):
-    return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(h) if need_h else h.new_empty(0))
+    # Contiguous, as the kernels return them (x and h may not be).
+    return (x.new_empty(x.shape) if need_x else x.new_empty(0)), (h.new_empty(h.shape) if need_h else h.new_empty(0))
 
 
 def _setup_context(ctx, inputs, output):
@@ -146,8 +148,9 @@ def homography_sample(
         where |w| < 1e-8 or the point is not finite the output is 0 and no gradient flows.
 
     Differentiable in x and in all 9 entries of h; a broadcast input gets the gradient summed
-    over the batch. Under torch.use_deterministic_algorithms(True) the gradients are
-    bit-identical from run to run on CUDA too (on the CPU they always are).
+    over the batch. The gradients are bit-identical from run to run on the CPU, and on CUDA
+    under torch.use_deterministic_algorithms(True), where grad_x then avoids atomics at a large
+    cost in speed (each thread scans every output pixel of its image).
     """
     height, width = _check_arguments(x, h, size, padding_mode, coords)
     return torch.ops.pydeform.homography_sample(x, h, height, width, padding_mode, coords)

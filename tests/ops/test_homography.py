@@ -136,9 +136,11 @@ def test_projective_scale_does_not_matter():
 @pytest.mark.parametrize("padding_mode", PADDINGS)
 def test_matches_kornia_warp_perspective(padding_mode):
     """Conventions verified: kornia's M maps an input (src) pixel to an output (dst) pixel, x is
-    the column, and align_corners=True puts pixel centres at integers 0..W-1; so kornia(x, h^-1)
-    is homography_sample(x, h) in pixel coordinates. Compared where the sample point lies at
-    least a pixel inside the image (kornia's border handling and its division differ there)."""
+    the column, y the row, and pixel centres sit at integers 0..W-1 (kornia's pixel-space warp
+    is the same with align_corners True or False away from the border); so kornia(x, h^-1) is
+    homography_sample(x, h) in pixel coordinates, with h^-1 inverted back inside kornia.
+    Compared where the sample point lies at least a pixel inside the image (kornia's border
+    handling and its homogeneous division differ at the edges)."""
     kornia_transform = pytest.importorskip("kornia.geometry.transform")
     x = torch.randn(3, 2, 20, 30, dtype=torch.float64)
     h = random_homographies(3, "pixel", (20, 30), (18, 25))
@@ -146,7 +148,7 @@ def test_matches_kornia_warp_perspective(padding_mode):
     want = kornia_transform.warp_perspective(
         x, torch.linalg.inv(h), (18, 25), mode="bilinear", padding_mode=padding_mode, align_corners=True
     )
-    ys, xs = torch.meshgrid(torch.arange(18.0, dtype=torch.float64), torch.arange(25.0, dtype=torch.float64), indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(18.0).double(), torch.arange(25.0).double(), indexing="ij")
     uvw = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, -1, 3) @ h.transpose(1, 2)
     sx, sy = uvw[..., 0] / uvw[..., 2], uvw[..., 1] / uvw[..., 2]
     interior = ((sx >= 1) & (sx <= 28) & (sy >= 1) & (sy <= 18)).view(3, 1, 18, 25).expand_as(out)
@@ -230,9 +232,14 @@ def test_opcheck():
     torch.library.opcheck(op, (x, h, 4, 7, "zeros", "pixel"))
     torch.library.opcheck(op, (x[:1], h, 4, 7, "border", "normalized"))
     torch.library.opcheck(op, (x.detach(), h[:1].detach(), 6, 5, "zeros", "normalized"))
+    x_channels_last = x.detach().to(memory_format=torch.channels_last).requires_grad_()
+    torch.library.opcheck(op, (x_channels_last, h.transpose(1, 2), 3, 3, "border", "pixel"))
     grad_out = torch.randn(2, 3, 4, 7, dtype=torch.float64)
     backward = torch.ops.pydeform.homography_sample_backward.default
     torch.library.opcheck(backward, (grad_out, x.detach(), h.detach(), 4, 7, "border", "pixel", True, True, False))
+    strided_grad = grad_out.transpose(2, 3).contiguous().transpose(2, 3)
+    arguments = (strided_grad, x_channels_last.detach(), h.detach(), 4, 7, "zeros", "normalized", True, False, True)
+    torch.library.opcheck(backward, arguments)
 
 
 def test_torch_compile_fullgraph():
@@ -355,7 +362,9 @@ def test_ops_recheck_their_arguments():
     with pytest.raises(ValueError, match="padding_mode"):
         torch.ops.pydeform.homography_sample(x, h, 4, 4, "wrap", "pixel")
     with pytest.raises(ValueError, match="grad_out must have shape"):
-        torch.ops.pydeform.homography_sample_backward(torch.ones(1, 2, 3, 4), x, h, 4, 4, "zeros", "pixel", True, True, False)
+        torch.ops.pydeform.homography_sample_backward(
+            torch.ones(1, 2, 3, 4), x, h, 4, 4, "zeros", "pixel", True, True, False
+        )
 
 
 def test_compiled_module_rechecks_its_arguments():
