@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #endif
 
+#include "affine_warp/affine_warp.h"
 #include "patch_nn/patch_nn.h"
 
 namespace py = pybind11;
@@ -60,8 +61,12 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("patch_nn_forward_cpu", &pydeform::patch_nn_forward_cpu, release);
   m.def("patch_nn_backward_cpu", &pydeform::patch_nn_backward_cpu, release);
+  m.def("affine_warp_forward_cpu", &pydeform::affine_warp_forward_cpu, release);
+  m.def("affine_warp_backward_cpu", &pydeform::affine_warp_backward_cpu, release);
 #if defined(PYDEFORM_WITH_CUDA)
   m.def("patch_nn_forward_cuda", &pydeform::patch_nn_forward_cuda, release);
   m.def("patch_nn_backward_cuda", &pydeform::patch_nn_backward_cuda, release);
+  m.def("affine_warp_forward_cuda", &pydeform::affine_warp_forward_cuda, release);
+  m.def("affine_warp_backward_cuda", &pydeform::affine_warp_backward_cuda, release);
 #endif
 }
