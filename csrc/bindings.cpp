@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 #endif
 
+#include "affine_warp/affine_warp.h"
 #include "homography/homography.h"
 #include "patch_nn/patch_nn.h"
 
@@ -61,6 +62,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("patch_nn_forward_cpu", &pydeform::patch_nn_forward_cpu, release);
   m.def("patch_nn_backward_cpu", &pydeform::patch_nn_backward_cpu, release);
+  m.def("affine_warp_forward_cpu", &pydeform::affine_warp_forward_cpu, release);
+  m.def("affine_warp_backward_cpu", &pydeform::affine_warp_backward_cpu, release);
   m.def("homography_forward_cpu", &pydeform::homography_forward_cpu, release);
   m.def("homography_backward_cpu", &pydeform::homography_backward_cpu, release);
   m.def("homography_grad_h_partials_cpu", &pydeform::homography_grad_h_partials_cpu);
@@ -68,6 +71,8 @@ PYBIND11_MODULE(_C, m) {
 #if defined(PYDEFORM_WITH_CUDA)
   m.def("patch_nn_forward_cuda", &pydeform::patch_nn_forward_cuda, release);
   m.def("patch_nn_backward_cuda", &pydeform::patch_nn_backward_cuda, release);
+  m.def("affine_warp_forward_cuda", &pydeform::affine_warp_forward_cuda, release);
+  m.def("affine_warp_backward_cuda", &pydeform::affine_warp_backward_cuda, release);
   m.def("homography_forward_cuda", &pydeform::homography_forward_cuda, release);
   m.def("homography_backward_cuda", &pydeform::homography_backward_cuda, release);
 #endif
