@@ -408,7 +408,8 @@ def test_ops_check_their_arguments_when_called_directly():
 def test_compiled_module_rechecks_its_arguments():
     x, theta = torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 3)
     out, argmax = torch.empty(1, 1, 2, 2), torch.empty(1, 1, 2, 2, dtype=torch.uint8)
-    p = [x.data_ptr(), theta.data_ptr(), 0, out.data_ptr(), argmax.data_ptr()]
+    packed = torch.empty(_C.affine_warp_cpu_packed_numel(1, 1, 2, 2))
+    p = [x.data_ptr(), theta.data_ptr(), 0, out.data_ptr(), argmax.data_ptr(), packed.data_ptr()]
     with pytest.raises(ValueError, match="at most 255 parts"):
         _C.affine_warp_forward_cpu(*p, 1, 1, 2, 2, 256, 2, 2, False, 0, 1)
     with pytest.raises(ValueError, match="include_identity needs the output size"):
@@ -417,14 +418,19 @@ def test_compiled_module_rechecks_its_arguments():
         _C.affine_warp_forward_cpu(*p, 1, 1, -2, 2, 1, 2, 2, False, 0, 1)
     with pytest.raises(ValueError, match="null pointer for theta"):
         _C.affine_warp_forward_cpu(p[0], 0, *p[2:], 1, 1, 2, 2, 1, 2, 2, False, 0, 1)
+    with pytest.raises(ValueError, match="null pointer for packed"):
+        _C.affine_warp_forward_cpu(*p[:5], 0, 1, 1, 2, 2, 1, 2, 2, False, 0, 1)
     with pytest.raises(ValueError, match="float32 and float64"):
         _C.affine_warp_forward_cpu(*p, 1, 1, 2, 2, 1, 2, 2, False, 2, 1)
     grad = torch.empty(1, 1, 2, 3)
     g = [out.data_ptr(), x.data_ptr(), theta.data_ptr(), 0, argmax.data_ptr(), 0]
     with pytest.raises(ValueError, match="grad_mask needs mask"):
-        _C.affine_warp_backward_cpu(*g, 0, grad.data_ptr(), 0, 1, 1, 2, 2, 1, 2, 2, False, 2, 0, 1)
+        _C.affine_warp_backward_cpu(*g, 0, grad.data_ptr(), 0, packed.data_ptr(), 1, 1, 2, 2, 1, 2, 2, False, 1, 0, 1)
     with pytest.raises(ValueError, match="theta_partials"):
-        _C.affine_warp_backward_cpu(*g, grad.data_ptr(), 0, grad.data_ptr(), 1, 1, 2, 2, 1, 2, 2, False, 3, 0, 1)
+        _C.affine_warp_backward_cpu(*g, grad.data_ptr(), 0, grad.data_ptr(), packed.data_ptr(), 1, 1, 2, 2, 1, 2, 2,
+                                    False, 3, 0, 1)  # fmt: skip
+    with pytest.raises(ValueError, match="needs the packed workspace"):
+        _C.affine_warp_backward_cpu(*g[:5], x.data_ptr(), 0, 0, 0, 0, 1, 1, 2, 2, 1, 2, 2, False, 1, 0, 1)
 
 
 @pytest.mark.parametrize("device", DEVICES)
