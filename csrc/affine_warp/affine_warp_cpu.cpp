@@ -7,7 +7,7 @@
 // the image reads the border's 0, so the candidates of 8 channels cost one vectorised,
 // branch-free evaluation. The copy also tells whether each batch item is all finite.
 //
-// Tiles: the work goes by tiles of 8 x 32 output pixels. A tile's candidates (part, pixel,
+// Tiles: the work goes by tiles of 4 x 64 output pixels. A tile's candidates (part, pixel,
 // taps) are decoded once, part by part so that each pixel meets its parts in order, and
 // shared by every channel: the coordinate cost is per pixel, not per channel. A tile samples
 // a small region of the input, which stays in cache while all channel blocks go through it.
@@ -43,7 +43,7 @@
 namespace pydeform {
 
 constexpr int64_t kLanes = 8;                  // channels per packed block
-constexpr int64_t kTileH = 8, kTileW = 32;     // output pixels per tile
+constexpr int64_t kTileH = 4, kTileW = 64;      // output pixels per tile
 constexpr int64_t kTilePixels = kTileH * kTileW;
 
 void affine_warp_check_args(int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo,
