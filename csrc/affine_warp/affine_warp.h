@@ -37,7 +37,8 @@ HOST_DEVICE bool affine_taps(const Affine<A>& a, int64_t i, int64_t j, int64_t H
   return bilinear_taps(sx, sy, H, W, /*border=*/false, taps);
 }
 
-// The candidate m * bilinear_zeros(plane, point) of one part for one channel plane.
+// The candidate m * bilinear_zeros(plane, point) of one part for one channel plane. (The CPU
+// reads its taps from a packed copy of x instead and feeds them to the same bilinear_value.)
 template <typename T, typename A>
 HOST_DEVICE A part_candidate(const T* plane, bool valid, const BilinearTaps<A>& taps, A m) {
   if (!valid) return m * A(0);

@@ -13,7 +13,7 @@ from pydeform.ops._backend import DTYPE_CODES, _C, launch, ptr
 from pydeform.ops._validate import check_image, check_int, check_same_kind
 
 MAX_PARTS = 255  # the argmax is uint8 and code 255 stands for the identity candidate
-_THREADS_PER_TILE = 256  # CUDA: pixels one block of the theta-gradient kernel covers per step
+_THREADS_PER_TILE = 256  # CUDA: threads of a theta/mask-gradient block (kThreads), so pixels per tile
 
 
 def _output_size(x, mask, size) -> tuple[int, int]:
@@ -213,7 +213,10 @@ def multi_affine_warp(
         A part whose sample point is not finite contributes 0 (times its mask).
 
     Differentiable in x, theta and mask through the winning candidate. The output size is the
-    mask's, else `size`, else (H, W). Deterministic on the CPU.
+    mask's, else `size`, else (H, W). Deterministic on the CPU, for any number of threads. On
+    CUDA the forward, grad_theta (a block reduction per (b, k) and pixel tile, then a second
+    pass over the tiles in order) and grad_mask are deterministic; grad_x is scattered with
+    atomicAdd, so its last bits may vary from run to run.
     """
     height, width = _output_size(x, mask, size)
     _check_arguments(x, theta, mask, include_identity, height, width)
