@@ -62,6 +62,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("patch_nn_forward_cpu", &pydeform::patch_nn_forward_cpu, release);
   m.def("patch_nn_backward_cpu", &pydeform::patch_nn_backward_cpu, release);
+  m.def("affine_warp_cpu_packed_numel", &pydeform::affine_warp_cpu_packed_numel);
+  m.def("affine_warp_cpu_tiles", &pydeform::affine_warp_cpu_tiles);
   m.def("affine_warp_forward_cpu", &pydeform::affine_warp_forward_cpu, release);
   m.def("affine_warp_backward_cpu", &pydeform::affine_warp_backward_cpu, release);
   m.def("homography_forward_cpu", &pydeform::homography_forward_cpu, release);

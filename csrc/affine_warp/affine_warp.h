@@ -37,7 +37,8 @@ HOST_DEVICE bool affine_taps(const Affine<A>& a, int64_t i, int64_t j, int64_t H
   return bilinear_taps(sx, sy, H, W, /*border=*/false, taps);
 }
 
-// The candidate m * bilinear_zeros(plane, point) of one part for one channel plane.
+// The candidate m * bilinear_zeros(plane, point) of one part for one channel plane. (The CPU
+// reads its taps from a packed copy of x instead and feeds them to the same bilinear_value.)
 template <typename T, typename A>
 HOST_DEVICE A part_candidate(const T* plane, bool valid, const BilinearTaps<A>& taps, A m) {
   if (!valid) return m * A(0);
@@ -47,8 +48,9 @@ HOST_DEVICE A part_candidate(const T* plane, bool valid, const BilinearTaps<A>& 
 }
 
 // Should a later candidate v replace the best so far? Strict > keeps the first on ties; a NaN
-// wins once and then stays, as in torch.max, so NaN input shows up in the output.
-template <typename A> HOST_DEVICE bool warp_improves(A v, A best) { return v > best || (v != v && best == best); }
+// wins once and then stays, as in torch.max, so NaN input shows up in the output. Bitwise
+// operators, not short-circuits, so that the CPU loops over channels vectorise.
+template <typename A> HOST_DEVICE bool warp_improves(A v, A best) { return (v > best) | ((v != v) & (best == best)); }
 
 // The backward of one winning part for one channel: the bilinear value (-> grad_mask) and
 // d value / d sample point (-> grad_theta). Taps outside the image read as 0.
@@ -74,27 +76,34 @@ template <typename A> HOST_DEVICE void add_theta_grad(A gsx, A gsy, int64_t i, i
 // Launchers. Pointers are raw addresses of contiguous tensors allocated by Python; mask may
 // be 0 (all ones). Shapes: x (B, C, H, W); theta (B, K, 2, 3); mask (B, K, Ho, Wo);
 // out, grad_out (B, C, Ho, Wo); argmax uint8 (B, C, Ho, Wo).
-// Backward outputs are 0 when not wanted: grad_x (B, C, H, W), zero-filled by Python (float32
-// for float16/bfloat16 on CUDA); grad_theta (B, K, 2, 3); grad_mask (B, K, Ho, Wo).
+// Backward outputs are 0 when not wanted: grad_x (B, C, H, W), on CUDA zero-filled by Python
+// and float32 for float16/bfloat16; grad_theta (B, K, 2, 3); grad_mask (B, K, Ho, Wo).
 // theta_partials (B, K, P, 6) in the accumulation type holds one partial sum of grad_theta per
-// piece of a fixed partition of the output pixels, combined in a fixed order: P = Ho (rows)
-// on the CPU, P = the number of pixel tiles (blocks per (b, k)) on CUDA.
+// piece of a fixed partition of the output pixels, combined in a fixed order: on the CPU
+// P = affine_warp_cpu_tiles(Ho, Wo), its tiles of output pixels; on CUDA P = the number of
+// pixel tiles (blocks per (b, k)) Python chose.
+// packed: the CPU's workspace for x (and grad_x) in channel blocks,
+// affine_warp_cpu_packed_numel elements of x's dtype, needed by the forward and the
+// backward; unused (0) on CUDA.
+int64_t affine_warp_cpu_packed_numel(int64_t B, int64_t C, int64_t H, int64_t W);
+int64_t affine_warp_cpu_tiles(int64_t Ho, int64_t Wo);
 void affine_warp_forward_cpu(std::uintptr_t x, std::uintptr_t theta, std::uintptr_t mask, std::uintptr_t out,
-                             std::uintptr_t argmax, int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho,
-                             int64_t Wo, bool identity, int dtype, int num_threads);
+                             std::uintptr_t argmax, std::uintptr_t packed, int64_t B, int64_t C, int64_t H, int64_t W,
+                             int64_t K, int64_t Ho, int64_t Wo, bool identity, int dtype, int num_threads);
 void affine_warp_backward_cpu(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t theta, std::uintptr_t mask,
                               std::uintptr_t argmax, std::uintptr_t grad_x, std::uintptr_t grad_theta,
-                              std::uintptr_t grad_mask, std::uintptr_t theta_partials, int64_t B, int64_t C, int64_t H,
-                              int64_t W, int64_t K, int64_t Ho, int64_t Wo, bool identity, int64_t P, int dtype,
-                              int num_threads);
+                              std::uintptr_t grad_mask, std::uintptr_t theta_partials, std::uintptr_t packed,
+                              int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo,
+                              bool identity, int64_t P, int dtype, int num_threads);
 void affine_warp_forward_cuda(std::uintptr_t x, std::uintptr_t theta, std::uintptr_t mask, std::uintptr_t out,
-                              std::uintptr_t argmax, int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho,
-                              int64_t Wo, bool identity, int dtype, int device, std::uintptr_t stream);
+                              std::uintptr_t argmax, std::uintptr_t packed, int64_t B, int64_t C, int64_t H, int64_t W,
+                              int64_t K, int64_t Ho, int64_t Wo, bool identity, int dtype, int device,
+                              std::uintptr_t stream);
 void affine_warp_backward_cuda(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t theta, std::uintptr_t mask,
                                std::uintptr_t argmax, std::uintptr_t grad_x, std::uintptr_t grad_theta,
-                               std::uintptr_t grad_mask, std::uintptr_t theta_partials, int64_t B, int64_t C, int64_t H,
-                               int64_t W, int64_t K, int64_t Ho, int64_t Wo, bool identity, int64_t P, int dtype,
-                               int device, std::uintptr_t stream);
+                               std::uintptr_t grad_mask, std::uintptr_t theta_partials, std::uintptr_t packed,
+                               int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo,
+                               bool identity, int64_t P, int dtype, int device, std::uintptr_t stream);
 
 // Shared argument re-check of the launchers.
 void affine_warp_check_args(int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo,

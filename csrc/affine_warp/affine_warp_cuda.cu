@@ -203,8 +203,9 @@ __global__ void theta_combine_kernel(const acc_t<T>* __restrict__ theta_partials
 }  // namespace
 
 void affine_warp_forward_cuda(std::uintptr_t x, std::uintptr_t theta, std::uintptr_t mask, std::uintptr_t out,
-                              std::uintptr_t argmax, int64_t B, int64_t C, int64_t H, int64_t W, int64_t K, int64_t Ho,
-                              int64_t Wo, bool identity, int dtype, int device, std::uintptr_t stream) {
+                              std::uintptr_t argmax, std::uintptr_t /*packed: CPU only*/, int64_t B, int64_t C,
+                              int64_t H, int64_t W, int64_t K, int64_t Ho, int64_t Wo, bool identity, int dtype,
+                              int device, std::uintptr_t stream) {
   affine_warp_check_args(B, C, H, W, K, Ho, Wo, identity);
   for (auto [p, name] : {std::pair{x, "x"}, {theta, "theta"}, {out, "out"}, {argmax, "argmax"}}) check_pointer(p, name);
   const Dims d{B, C, H, W, K, Ho, Wo};
@@ -220,9 +221,10 @@ void affine_warp_forward_cuda(std::uintptr_t x, std::uintptr_t theta, std::uintp
 
 void affine_warp_backward_cuda(std::uintptr_t grad_out, std::uintptr_t x, std::uintptr_t theta, std::uintptr_t mask,
                                std::uintptr_t argmax, std::uintptr_t grad_x, std::uintptr_t grad_theta,
-                               std::uintptr_t grad_mask, std::uintptr_t theta_partials, int64_t B, int64_t C, int64_t H,
-                               int64_t W, int64_t K, int64_t Ho, int64_t Wo, bool identity, int64_t P, int dtype,
-                               int device, std::uintptr_t stream) {
+                               std::uintptr_t grad_mask, std::uintptr_t theta_partials,
+                               std::uintptr_t /*packed: CPU only*/, int64_t B, int64_t C, int64_t H, int64_t W,
+                               int64_t K, int64_t Ho, int64_t Wo, bool identity, int64_t P, int dtype, int device,
+                               std::uintptr_t stream) {
   affine_warp_check_args(B, C, H, W, K, Ho, Wo, identity);
   for (auto [p, name] : {std::pair{grad_out, "grad_out"}, {x, "x"}, {theta, "theta"}, {argmax, "argmax"}})
     check_pointer(p, name);

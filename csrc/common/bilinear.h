@@ -18,6 +18,7 @@ template <typename A> struct BilinearTaps {
   bool inside[4];
   A fx, fy;           // fractional position inside the cell, for coordinate gradients
   A dsx, dsy;         // d(used coordinate) / d(given coordinate): 0 where clamped or collapsed
+  int64_t x0, y0;     // pixel of the top-left tap (x0, y0), whether inside or not
 };
 
 // Fills `t` for sample point (sx, sy). Returns false when the point is not finite: the
@@ -58,6 +59,8 @@ HOST_DEVICE bool bilinear_taps(A sx, A sy, int64_t H, int64_t W, bool border, Bi
   }
   const A x0f = floor_of(sx), y0f = floor_of(sy);
   const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
+  t.x0 = x0;
+  t.y0 = y0;
   t.fx = sx - x0f;
   t.fy = sy - y0f;
   const A wx[2] = {A(1) - t.fx, t.fx}, wy[2] = {A(1) - t.fy, t.fy};

@@ -18,4 +18,20 @@ template <typename F> void parallel_for(int64_t n, int num_threads, F&& body) {
   for (int64_t i = 0; i < n; ++i) body(i);
 }
 
+// The same with tasks handed out one at a time as threads finish: for tasks of uneven cost,
+// or cores shared with other work. Only for bodies whose results do not depend on which
+// thread runs which task.
+template <typename F> void parallel_for_dynamic(int64_t n, int num_threads, F&& body) {
+#if defined(PYDEFORM_WITH_OPENMP)
+  if (num_threads > 1 && n > 1) {
+#pragma omp parallel for num_threads(num_threads) schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) body(i);
+    return;
+  }
+#else
+  (void)num_threads;
+#endif
+  for (int64_t i = 0; i < n; ++i) body(i);
+}
+
 }  // namespace pydeform

@@ -9,11 +9,11 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from pydeform.ops._backend import DTYPE_CODES, launch, ptr
+from pydeform.ops._backend import DTYPE_CODES, _C, launch, ptr
 from pydeform.ops._validate import check_image, check_int, check_same_kind
 
 MAX_PARTS = 255  # the argmax is uint8 and code 255 stands for the identity candidate
-_THREADS_PER_TILE = 256  # CUDA: pixels one block of the theta-gradient kernel covers per step
+_THREADS_PER_TILE = 256  # CUDA: threads of a theta/mask-gradient block (kThreads), so pixels per tile
 
 
 def _output_size(x, mask, size) -> tuple[int, int]:
@@ -79,8 +79,9 @@ def _forward(
     K = theta.shape[1]
     out = x.new_empty((B, C, height, width))
     argmax = torch.empty((B, C, height, width), dtype=torch.uint8, device=x.device)
+    packed = _packed_workspace(x)
     launch(
-        "affine_warp_forward", x.device, ptr(x), ptr(theta), ptr(mask), ptr(out), ptr(argmax),
+        "affine_warp_forward", x.device, ptr(x), ptr(theta), ptr(mask), ptr(out), ptr(argmax), ptr(packed),
         B, C, H, W, K, height, width, include_identity, DTYPE_CODES[x.dtype],
     )  # fmt: skip
     return out, argmax
@@ -92,11 +93,20 @@ def _(x, theta, mask, include_identity, height, width):
     return x.new_empty((B, C, height, width)), x.new_empty((B, C, height, width), dtype=torch.uint8)
 
 
+def _packed_workspace(x: Tensor) -> Tensor | None:
+    """The CPU kernels' workspace: x (or grad_x) in 8-channel blocks with a zero border, about
+    x's size; None on CUDA."""
+    if x.device.type != "cpu":
+        return None
+    return x.new_empty(_C.affine_warp_cpu_packed_numel(*x.shape))
+
+
 def _theta_partitions(device: torch.device, height: int, width: int) -> int:
-    """How many partial sums of grad_theta per (b, k) the kernels write: one per output row on
-    the CPU, one per block of pixels on CUDA. Fixed by the shape, so the sum is deterministic."""
+    """How many partial sums of grad_theta per (b, k) the kernels write: one per tile of output
+    pixels on the CPU, one per block of pixels on CUDA. Fixed by the shape, so the sum is
+    deterministic."""
     if device.type == "cpu":
-        return height
+        return _C.affine_warp_cpu_tiles(height, width)
     return min(math.ceil(height * width / _THREADS_PER_TILE), 1024)
 
 
@@ -127,16 +137,20 @@ def _backward(
         raise ValueError("need_mask needs a mask")
     grad_out, x, theta, argmax = grad_out.contiguous(), x.contiguous(), theta.contiguous(), argmax.contiguous()
     mask = mask.contiguous() if mask is not None else None
-    # CUDA scatters grad_x with atomics: float16/bfloat16 accumulate in a float32 workspace.
-    grad_x = torch.zeros(x.shape, dtype=_acc_dtype(x.dtype), device=x.device) if need_x else x.new_empty(0)
     grad_theta = torch.empty_like(theta) if need_theta else theta.new_empty(0)
     grad_mask = torch.empty_like(mask) if need_mask else x.new_empty(0)
+    grad_x = x.new_empty(0)
+    if need_x:
+        # CUDA scatters grad_x with atomics into zeros (float32 for float16/bfloat16); the CPU
+        # writes every element.
+        grad_x = (torch.zeros if x.is_cuda else torch.empty)(x.shape, dtype=_acc_dtype(x.dtype), device=x.device)
     P = _theta_partitions(x.device, height, width)
     partials = torch.empty((B, K, P, 6), dtype=_acc_dtype(x.dtype), device=x.device) if need_theta else None
+    packed = _packed_workspace(x)
     launch(
         "affine_warp_backward", x.device, ptr(grad_out), ptr(x), ptr(theta), ptr(mask), ptr(argmax),
         ptr(grad_x) if need_x else 0, ptr(grad_theta) if need_theta else 0, ptr(grad_mask) if need_mask else 0,
-        ptr(partials), B, C, H, W, K, height, width, include_identity, P, DTYPE_CODES[x.dtype],
+        ptr(partials), ptr(packed), B, C, H, W, K, height, width, include_identity, P, DTYPE_CODES[x.dtype],
     )  # fmt: skip
     return grad_x.to(x.dtype), grad_theta, grad_mask
 
@@ -199,7 +213,10 @@ def multi_affine_warp(
         A part whose sample point is not finite contributes 0 (times its mask).
 
     Differentiable in x, theta and mask through the winning candidate. The output size is the
-    mask's, else `size`, else (H, W). Deterministic on the CPU.
+    mask's, else `size`, else (H, W). Deterministic on the CPU, for any number of threads. On
+    CUDA the forward, grad_theta (a block reduction per (b, k) and pixel tile, then a second
+    pass over the tiles in order) and grad_mask are deterministic; grad_x is scattered with
+    atomicAdd, so its last bits may vary from run to run.
     """
     height, width = _output_size(x, mask, size)
     _check_arguments(x, theta, mask, include_identity, height, width)

@@ -124,10 +124,43 @@ def test_matches_reference_on_random_cases(B, C, H, W, Ho, Wo, K, include_identi
     mg = mask.clone().requires_grad_() if mask is not None else None
     inputs = (xg, tg) + ((mg,) if mg is not None else ())
     weights = torch.randn(out.shape, dtype=torch.float64, generator=g)
-    got = torch.autograd.grad((multi_affine_warp(xg, tg, mg, include_identity, size) * weights).sum(), inputs)
-    want = torch.autograd.grad((reference.multi_affine_warp(xg, tg, mg, include_identity, size) * weights).sum(), inputs)
+    got, want = (
+        torch.autograd.grad((op(xg, tg, mg, include_identity, size) * weights).sum(), inputs)
+        for op in (multi_affine_warp, reference.multi_affine_warp)
+    )
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("include_identity", [False, True])
+def test_many_tiles_and_channel_blocks_match_reference(include_identity):
+    # Outputs wider and taller than one CPU tile (4 x 64), channels not a multiple of 8.
+    B, C, H, W, K = 2, 11, 20, 70, 5
+    Ho, Wo = (H, W) if include_identity else (13, 135)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(B, C, H, W, dtype=torch.float64, generator=g, requires_grad=True)
+    theta = random_theta(B, K, H, W, Ho, Wo, generator=g).requires_grad_()
+    mask = random_mask(B, K, Ho, Wo, "binary", generator=g)
+    mask[:, 0] = 1
+    mask.requires_grad_()
+    out = multi_affine_warp(x, theta, mask, include_identity)
+    want = reference.multi_affine_warp(x, theta, mask, include_identity)
+    torch.testing.assert_close(out, want)
+    weights = torch.randn(out.shape, dtype=torch.float64, generator=g)
+    got = torch.autograd.grad((out * weights).sum(), (x, theta, mask))
+    for a, b in zip(got, torch.autograd.grad((want * weights).sum(), (x, theta, mask))):
+        torch.testing.assert_close(a, b)
+
+
+def test_255_parts():
+    B, C, H, W, K = 1, 2, 3, 4, 255
+    x = torch.randn(B, C, H, W, dtype=torch.float64)
+    theta = random_theta(B, K, H, W, 2, 3, spread=1.0)
+    mask = random_mask(B, K, 2, 3, "soft")
+    out, argmax = warp_with_argmax(x, theta, mask)
+    want_out, want_code = brute_force(x, theta, mask, False, 2, 3)
+    torch.testing.assert_close(out, want_out)
+    assert torch.equal(argmax.long(), want_code) and want_code.max() > 128  # codes up to 254
 
 
 def test_float32_matches_float64():
@@ -193,7 +226,8 @@ def test_gradcheck():
     Ho, Wo = mask.shape[-2:]
     # The data keep the max away from near-ties and the samples away from integer coordinates,
     # where the op is not differentiable and finite differences would straddle a kink.
-    candidates = torch.stack([reference.multi_affine_warp(x, theta[:, k : k + 1], mask[:, k : k + 1]) for k in range(3)])
+    K = theta.shape[1]
+    candidates = torch.stack([reference.multi_affine_warp(x, theta[:, k : k + 1], mask[:, k : k + 1]) for k in range(K)])
     top2 = candidates.topk(2, dim=0).values
     assert (top2[0] - top2[1]).min() > 1e-3
     i, j = torch.meshgrid(torch.arange(Ho, dtype=torch.float64), torch.arange(Wo, dtype=torch.float64), indexing="ij")
@@ -408,7 +442,8 @@ def test_ops_check_their_arguments_when_called_directly():
 def test_compiled_module_rechecks_its_arguments():
     x, theta = torch.randn(1, 1, 2, 2), torch.zeros(1, 1, 2, 3)
     out, argmax = torch.empty(1, 1, 2, 2), torch.empty(1, 1, 2, 2, dtype=torch.uint8)
-    p = [x.data_ptr(), theta.data_ptr(), 0, out.data_ptr(), argmax.data_ptr()]
+    packed = torch.empty(_C.affine_warp_cpu_packed_numel(1, 1, 2, 2))
+    p = [x.data_ptr(), theta.data_ptr(), 0, out.data_ptr(), argmax.data_ptr(), packed.data_ptr()]
     with pytest.raises(ValueError, match="at most 255 parts"):
         _C.affine_warp_forward_cpu(*p, 1, 1, 2, 2, 256, 2, 2, False, 0, 1)
     with pytest.raises(ValueError, match="include_identity needs the output size"):
@@ -417,14 +452,19 @@ def test_compiled_module_rechecks_its_arguments():
         _C.affine_warp_forward_cpu(*p, 1, 1, -2, 2, 1, 2, 2, False, 0, 1)
     with pytest.raises(ValueError, match="null pointer for theta"):
         _C.affine_warp_forward_cpu(p[0], 0, *p[2:], 1, 1, 2, 2, 1, 2, 2, False, 0, 1)
+    with pytest.raises(ValueError, match="null pointer for packed"):
+        _C.affine_warp_forward_cpu(*p[:5], 0, 1, 1, 2, 2, 1, 2, 2, False, 0, 1)
     with pytest.raises(ValueError, match="float32 and float64"):
         _C.affine_warp_forward_cpu(*p, 1, 1, 2, 2, 1, 2, 2, False, 2, 1)
     grad = torch.empty(1, 1, 2, 3)
     g = [out.data_ptr(), x.data_ptr(), theta.data_ptr(), 0, argmax.data_ptr(), 0]
     with pytest.raises(ValueError, match="grad_mask needs mask"):
-        _C.affine_warp_backward_cpu(*g, 0, grad.data_ptr(), 0, 1, 1, 2, 2, 1, 2, 2, False, 2, 0, 1)
+        _C.affine_warp_backward_cpu(*g, 0, grad.data_ptr(), 0, packed.data_ptr(), 1, 1, 2, 2, 1, 2, 2, False, 1, 0, 1)
     with pytest.raises(ValueError, match="theta_partials"):
-        _C.affine_warp_backward_cpu(*g, grad.data_ptr(), 0, grad.data_ptr(), 1, 1, 2, 2, 1, 2, 2, False, 3, 0, 1)
+        _C.affine_warp_backward_cpu(*g, grad.data_ptr(), 0, grad.data_ptr(), packed.data_ptr(), 1, 1, 2, 2, 1, 2, 2,
+                                    False, 3, 0, 1)  # fmt: skip
+    with pytest.raises(ValueError, match="needs the packed workspace"):
+        _C.affine_warp_backward_cpu(*g[:5], x.data_ptr(), 0, 0, 0, 0, 1, 1, 2, 2, 1, 2, 2, False, 1, 0, 1)
 
 
 @pytest.mark.parametrize("device", DEVICES)
