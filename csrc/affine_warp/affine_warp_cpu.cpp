@@ -22,17 +22,11 @@
 #include <vector>
 
 #include "affine_warp/affine_warp.h"
+#include "common/cpu_dispatch.h"
 #include "common/cpu_parallel.h"
 #include "common/dtype.h"
 #include "common/errors.h"
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define PYDEFORM_X86_DISPATCH 1
-#define PYDEFORM_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define PYDEFORM_X86_DISPATCH 0
-#define PYDEFORM_ALWAYS_INLINE inline
-#endif
 
 #if defined(__GNUC__)
 #define PYDEFORM_PREFETCH(address, for_write) __builtin_prefetch((address), (for_write), 3)

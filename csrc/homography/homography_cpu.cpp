@@ -3,18 +3,12 @@
 // taps reused over the channels; no sampling grid is materialised.
 #include <algorithm>
 
+#include "common/cpu_dispatch.h"
 #include "common/cpu_parallel.h"
 #include "common/dtype.h"
 #include "common/errors.h"
 #include "homography/homography.h"
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define PYDEFORM_X86_DISPATCH 1
-#define PYDEFORM_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define PYDEFORM_X86_DISPATCH 0
-#define PYDEFORM_ALWAYS_INLINE inline
-#endif
 
 namespace pydeform {
 
