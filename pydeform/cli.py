@@ -3,6 +3,7 @@
     pydeform train deformgan [--data DIR] --out RUN --steps N [--preset market|fashion]
                              [--variant baseline|dsc|full] [--vgg19 PATH | --random-vgg] ...
     pydeform test deformgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
+    pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
 
 Multi-process training: torchrun --nproc_per_node=K -m pydeform.cli train deformgan ...
 (`python -m pydeform.cli` is the same command as `pydeform`).
@@ -154,6 +155,45 @@ def _run_test_deformgan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synth_pose_pairs(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "pose-pairs",
+        help="articulated figures in the Market-1501 layout of the Deformable GAN",
+        description=(
+            "Write a synthetic pose-pair dataset in the Deformable GAN's Market-1501 format: "
+            "<name>-dataset/{train,test}/*.png, <name>-annotation-{train,test}.csv, "
+            "<name>-pairs-{train,test}.csv, split by identity. Deterministic for a seed."
+        ),
+    )
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--size", type=_size, default=(128, 64), metavar="HxW", help="image size (default 128x64)")
+    p.add_argument("--identities", type=int, default=100, help="people (default 100; 20%% form the test split)")
+    p.add_argument("--images-per-identity", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="market", help="file prefix (default market, as the authors' files)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_synth_pose_pairs, parser=p)
+
+
+def _run_synth_pose_pairs(args: argparse.Namespace) -> int:
+    from pydeform.data.synth_pose import write_pose_pairs
+
+    try:
+        dataset = write_pose_pairs(
+            args.out, args.size, args.identities, args.seed, name=args.name,
+            images_per_identity=args.images_per_identity, progress=not args.no_progress,
+        )  # fmt: skip
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    images, pairs = dataset.num_images, dataset.num_pairs
+    print(
+        f"wrote {images['train']} + {images['test']} images, {pairs['train']} + {pairs['test']} pairs "
+        f"(train + test) to {args.out}",
+        flush=True,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydeform` argument parser: `train MODEL ...`, `test MODEL ...`."""
     parser = argparse.ArgumentParser(prog="pydeform", description="pydeform: deformation-based image generation")
@@ -162,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_deformgan(train.add_subparsers(dest="model", required=True, metavar="MODEL"))
     test = commands.add_parser("test", help="generate a test split and measure it", description="Test a trained model.")
     _add_test_deformgan(test.add_subparsers(dest="model", required=True, metavar="MODEL"))
+    synth = commands.add_parser("synth", help="write a synthetic dataset", description="Write a synthetic dataset.")
+    _add_synth_pose_pairs(synth.add_subparsers(dest="kind", required=True, metavar="KIND"))
     return parser
 
 

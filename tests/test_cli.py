@@ -91,3 +91,26 @@ def test_bare_checkout_trains_on_synthetic_data_then_tests(tmp_path, monkeypatch
                              "--no-progress"], capsys)  # fmt: skip
     assert code == 0 and "nothing to do" in printed.out
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 2
+
+
+def test_synth_pose_pairs_writes_a_loadable_market_set(tmp_path, capsys):
+    out = tmp_path / "synth"
+    code, printed = run_cli(
+        ["synth", "pose-pairs", "--out", str(out), "--size", "64x32", "--identities", "5", "--images-per-identity", "3",
+         "--seed", "3", "--no-progress"], capsys)  # fmt: skip
+    assert code == 0 and "pairs" in printed.out
+    # 5 identities, 20% test: 4 train identities, each 3 images = 6 ordered pairs.
+    train = PosePairs(out, "market", "train")
+    assert len(train) == 4 * 6 and train[0]["source"].shape == (3, 64, 32)
+    again = tmp_path / "again"
+    run_cli(["synth", "pose-pairs", "--out", str(again), "--size", "64x32", "--identities", "5",
+             "--images-per-identity", "3", "--seed", "3", "--no-progress"], capsys)  # fmt: skip
+    for path in sorted(out.rglob("*.*")):
+        assert path.read_bytes() == (again / path.relative_to(out)).read_bytes(), path
+
+
+def test_synth_pose_pairs_rejects_bad_arguments(tmp_path, capsys):
+    for argv, message in ((["--identities", "1"], "identities"), (["--size", "64"], "HxW")):
+        with pytest.raises(SystemExit) as exit:
+            main(["synth", "pose-pairs", "--out", str(tmp_path / "x"), *argv])
+        assert exit.value.code == 2 and message in capsys.readouterr().err
