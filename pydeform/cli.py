@@ -77,8 +77,8 @@ def _add_train_deformgan(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
     p.add_argument(
-        "--ops", choices=OPS, default="reference",
-        help="warp and NN-distance implementation: pure torch, or pydeform's fused kernels",
+        "--ops", choices=OPS, default="pydeform",
+        help="warp and NN-distance implementation: pydeform's fused kernels (default), or the pure-torch reference",
     )
     p.add_argument("--size", type=_size, metavar="HxW", help="override the preset's image size (tiny runs)")
     p.add_argument("--ngf", type=int, default=64, help="generator base width (64 in the paper)")

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pydeform.ops import multi_affine_warp
+from pydeform.ops import multi_affine_warp, reference
 from pydeform.ops._validate import check_image, check_int
 
-__all__ = ["DeformableSkip"]
+__all__ = ["DeformableSkip", "IMPLS"]
+
+# The fused kernel, or the pure-torch reference (affine_grid + grid_sample per part) that the
+# benchmarks and tests compare it with.
+IMPLS = {"pydeform": multi_affine_warp, "reference": reference.multi_affine_warp}
 
 
 class DeformableSkip(nn.Module):
@@ -19,6 +23,8 @@ class DeformableSkip(nn.Module):
 
     Args:
         num_parts: K, the number of body parts (10 in the Deformable GAN), at most 255.
+        impl: "pydeform" (the fused multi_affine_warp) or "reference" (pure torch, the same
+            values; for comparisons).
 
     Forward:
         features: (B, C, h, w) source features at this encoder level.
@@ -30,12 +36,14 @@ class DeformableSkip(nn.Module):
         with zeros outside, differentiable in features, theta and masks.
     """
 
-    def __init__(self, num_parts: int = 10) -> None:
+    def __init__(self, num_parts: int = 10, impl: str = "pydeform") -> None:
         super().__init__()
         check_int("num_parts", num_parts, minimum=1)
         if num_parts > 255:
             raise ValueError(f"num_parts must be at most 255, got {num_parts}")
-        self.num_parts = num_parts
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")
+        self.num_parts, self.impl = num_parts, impl
 
     def forward(self, features: Tensor, theta: Tensor, masks: Tensor) -> Tensor:
         check_image("features", features)
@@ -56,7 +64,7 @@ class DeformableSkip(nn.Module):
                     f"{name} must have the dtype and device of features ({features.dtype}, {features.device}), "
                     f"got ({t.dtype}, {t.device})"
                 )
-        return multi_affine_warp(features, theta, masks)
+        return IMPLS[self.impl](features, theta, masks)
 
     def extra_repr(self) -> str:
-        return f"num_parts={self.num_parts}"
+        return f"num_parts={self.num_parts}, impl={self.impl!r}"

@@ -56,7 +56,7 @@ def test_float32_module_in_a_graph_and_repr():
     conv = torch.nn.Conv2d(6, 6, 3, padding=1)
     out = conv(skip(conv(features), theta, masks))
     assert out.shape == features.shape and torch.isfinite(out).all()
-    assert repr(skip) == "DeformableSkip(num_parts=10)"
+    assert repr(skip) == "DeformableSkip(num_parts=10, impl='pydeform')"
     assert list(skip.parameters()) == []
 
 
@@ -83,3 +83,13 @@ def test_errors(change, error, match):
 def test_bad_num_parts(num_parts, error):
     with pytest.raises(error, match="num_parts"):
         DeformableSkip(num_parts)
+
+
+def test_reference_impl_gives_the_same_values_and_gradients():
+    inputs = [t.requires_grad_() for t in generator_inputs()]
+    fused, ref = DeformableSkip(impl="pydeform")(*inputs), DeformableSkip(impl="reference")(*inputs)
+    torch.testing.assert_close(fused, ref)
+    for a, b in zip(torch.autograd.grad(fused.sum(), inputs), torch.autograd.grad(ref.sum(), inputs)):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        DeformableSkip(impl="cuda")

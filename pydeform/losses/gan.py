@@ -58,7 +58,7 @@ class DeformGANLoss(nn.Module):
         vgg_weights: torchvision vgg19 state dict for the NN loss ("full" only).
         random_vgg: accept random VGG features instead ("full" only; smoke runs).
         l1_weight, nn_weight, gan_weight: the terms' weights (100, 0.01, 1).
-        ops: "reference" or "pydeform", the patch_nn_distance implementation.
+        ops: "pydeform" or "reference", the patch_nn_distance implementation.
     """
 
     def __init__(
@@ -70,7 +70,7 @@ class DeformGANLoss(nn.Module):
         l1_weight: float = 100.0,
         nn_weight: float = 0.01,
         gan_weight: float = 1.0,
-        ops: str = "reference",
+        ops: str = "pydeform",
     ) -> None:
         super().__init__()
         if variant not in ("baseline", "dsc", "full"):

@@ -13,7 +13,7 @@ Architecture (following the authors' code, `conditional_gan.py` of pose-gan):
   appearance encoder sees concat(source image, source heatmaps) (21 channels), the pose
   encoder the target heatmaps (18 channels). At levels l = 0..3 (resolutions H/2^l, the
   levels `pydeform.data.PosePairs` gives theta/masks at) the appearance features are
-  warped with `multi_affine_warp` (10 parts, masks in the target frame, no identity, max
+  warped with `pydeform.nn.DeformableSkip` (multi_affine_warp, 10 parts, masks in the target frame, no identity, max
   over parts); every level is then concatenated with the pose encoder's features.
 - `baseline`: a plain U-Net, one encoder on concat(source, source pose, target pose)
   (39 channels), no warping.
@@ -32,13 +32,14 @@ Weights start from N(0, 0.02) (norm scales N(1, 0.02)), the DCGAN/pix2pix initia
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from pydeform.nn import DeformableSkip
 from pydeform.pose import NUM_JOINTS, NUM_PARTS
 
 __all__ = [
@@ -48,12 +49,10 @@ __all__ = [
     "NUM_SKIP_LEVELS",
     "Preset",
     "DeformGANConfig",
-    "DeformableSkip",
     "DeformableGenerator",
     "PatchDiscriminator",
     "build_generator",
     "build_discriminator",
-    "warp_function",
 ]
 
 
@@ -85,8 +84,8 @@ class DeformGANConfig:
     preset: "market" or "fashion"; size / num_blocks / nn_kernel override the preset's
     (tiny runs, other datasets). variant: one of VARIANTS. ngf, ndf: generator and
     discriminator base widths (64 in the paper). d_layers: stride-2 convs of the
-    discriminator (3 = the 70x70 patch). norm: "instance" or "batch". ops: "reference"
-    (pure torch) or "pydeform" (the fused kernels) for the warp and the NN loss.
+    discriminator (3 = the 70x70 patch). norm: "instance" or "batch". ops: "pydeform" (the
+    fused kernels) or "reference" (pure torch, for comparisons) for the warp and the NN loss.
     """
 
     preset: str = "market"
@@ -98,7 +97,7 @@ class DeformGANConfig:
     ndf: int = 64
     d_layers: int = 3
     norm: str = "instance"
-    ops: str = "reference"
+    ops: str = "pydeform"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -222,55 +221,12 @@ class _Encoder(nn.Module):
         return features
 
 
-# ----------------------------------------------------------------------------- deformable skip
-
-
-def warp_function(ops: str) -> Callable[..., Tensor]:
-    """multi_affine_warp(x, theta, mask) of the chosen implementation (DESIGN.md section 4).
-
-    "reference": `pydeform.ops.reference.multi_affine_warp` (affine_grid + grid_sample per
-    part). "pydeform": the fused `pydeform.ops.multi_affine_warp`, imported here so that the
-    reference path works in builds that do not have it yet.
-    """
-    if ops == "reference":
-        from pydeform.ops.reference import multi_affine_warp
-
-        return multi_affine_warp
-    if ops == "pydeform":
-        try:
-            from pydeform.ops import multi_affine_warp
-        except ImportError as exc:
-            raise ImportError(
-                "ops='pydeform' needs the fused pydeform.ops.multi_affine_warp, which this build "
-                "does not have; use ops='reference'"
-            ) from exc
-        return multi_affine_warp
-    raise ValueError(f"ops must be one of {list(OPS)}, got {ops!r}")
-
-
-class DeformableSkip(nn.Module):
-    """Warp source-frame features into the target pose, part by part (no parameters).
-
-    out[b, c, i, j] = max_k masks[b, k, i, j] * bilinear(features[b, c], theta[b, k] @ (j, i, 1)),
-    zeros outside the map: the max over the parts' masked warps, no identity candidate.
-    """
-
-    def __init__(self, ops: str = "reference") -> None:
-        super().__init__()
-        self.ops = ops
-        self._warp = warp_function(ops)
-
-    def forward(self, features: Tensor, theta: Tensor, masks: Tensor) -> Tensor:
-        """features (B, C, h, w), theta (B, K, 2, 3) target pixel -> source pixel at this
-        level's grid, masks (B, K, h, w) in the target frame. Returns (B, C, h, w)."""
-        # The fused op wants one dtype for all arguments. Under fp16 autocast theta keeps
-        # ~0.1 px at 256 px; bfloat16 (8 mantissa bits) would be off by pixels, so warp in float32.
-        dtype = torch.float32 if features.dtype == torch.bfloat16 else features.dtype
-        out = self._warp(features.to(dtype), theta.to(dtype), masks.to(dtype))
-        return out.to(features.dtype)
-
-    def extra_repr(self) -> str:
-        return f"ops={self.ops!r}"
+def _warp_skip(skip: DeformableSkip, features: Tensor, theta: Tensor, masks: Tensor) -> Tensor:
+    """The deformable skip under autocast: the warp wants one dtype for all its arguments,
+    and in bfloat16 (8 mantissa bits) theta would be off by pixels at 256 px, so bfloat16
+    features are warped in float32 (float16 keeps ~0.1 px)."""
+    dtype = torch.float32 if features.dtype == torch.bfloat16 else features.dtype
+    return skip(features.to(dtype), theta.to(dtype), masks.to(dtype)).to(features.dtype)
 
 
 # ----------------------------------------------------------------------------- generator
@@ -286,7 +242,8 @@ class DeformableGenerator(nn.Module):
         norm: "instance" or "batch".
         deformable: two encoders + deformable skips at levels 0..3 (True), or one encoder
             on concat(source, source pose, target pose) (False, the baseline).
-        ops: "reference" or "pydeform", the multi_affine_warp implementation.
+        ops: "pydeform" or "reference", the multi_affine_warp implementation
+            (pydeform.nn.DeformableSkip's impl).
     """
 
     def __init__(
@@ -296,7 +253,7 @@ class DeformableGenerator(nn.Module):
         ngf: int = 64,
         norm: str = "instance",
         deformable: bool = True,
-        ops: str = "reference",
+        ops: str = "pydeform",
     ) -> None:
         super().__init__()
         self.size, self.num_blocks, self.deformable = tuple(size), num_blocks, deformable
@@ -304,7 +261,7 @@ class DeformableGenerator(nn.Module):
         if deformable:
             self.appearance = _Encoder(3 + NUM_JOINTS, widths, norm)
             self.pose = _Encoder(NUM_JOINTS, widths, norm)
-            self.skips = nn.ModuleList(DeformableSkip(ops) for _ in range(NUM_SKIP_LEVELS))
+            self.skips = nn.ModuleList(DeformableSkip(NUM_PARTS, impl=ops) for _ in range(NUM_SKIP_LEVELS))
             skip_widths = [2 * w for w in widths]  # warped appearance + target pose
         else:
             self.encoder = _Encoder(3 + 2 * NUM_JOINTS, widths, norm)
@@ -357,7 +314,10 @@ class DeformableGenerator(nn.Module):
             pose = self.pose(target_pose)
             # Move the source-frame features to the target pose where they are fine enough
             # for the part masks to matter (levels 0..3); deeper levels are near-global.
-            warped = [skip(appearance[level], theta[:, level], masks[level]) for level, skip in enumerate(self.skips)]
+            warped = [
+                _warp_skip(skip, appearance[level], theta[:, level], masks[level])
+                for level, skip in enumerate(self.skips)
+            ]
             skips = [torch.cat([a, p], dim=1) for a, p in zip(warped + appearance[NUM_SKIP_LEVELS:], pose)]
         else:
             skips = self.encoder(torch.cat([source, source_pose, target_pose], dim=1))
