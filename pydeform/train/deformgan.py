@@ -66,7 +66,17 @@ from pydeform.train.common import (
     setup_distributed,
 )
 
-__all__ = ["TrainConfig", "train", "evaluate", "synthetic_data", "open_pose_pairs", "RANDOM_VGG_NOTE"]
+__all__ = [
+    "TrainConfig",
+    "Networks",
+    "build_networks",
+    "train_step",
+    "train",
+    "evaluate",
+    "synthetic_data",
+    "open_pose_pairs",
+    "RANDOM_VGG_NOTE",
+]
 
 CHECKPOINT_KIND = "pydeform.deformgan"
 CHECKPOINT_VERSION = 1
@@ -217,7 +227,7 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 
 @dataclass
-class _Networks:
+class Networks:
     """What a training step updates and a checkpoint holds."""
 
     generator: nn.Module
@@ -244,7 +254,7 @@ class _Networks:
         self.scaler.load_state_dict(state["scaler"])
 
 
-def _train_step(networks: _Networks, batch: dict[str, Tensor], autocast: AbstractContextManager) -> dict[str, Tensor]:
+def train_step(networks: Networks, batch: dict[str, Tensor], autocast: AbstractContextManager) -> dict[str, Tensor]:
     """One discriminator and one generator update. Returns the detached losses."""
     generator, discriminator, scaler = networks.generator, networks.discriminator, networks.scaler
     opt_g, opt_d = networks.opt_g, networks.opt_d
@@ -301,7 +311,7 @@ def _write_samples(generator: nn.Module, batch: dict[str, Tensor], path: Path, a
     save_image_grid(rows, path)
 
 
-def _build_networks(config: TrainConfig, info: DistInfo, state: dict[str, Any] | None) -> _Networks:
+def build_networks(config: TrainConfig, info: DistInfo, state: dict[str, Any] | None) -> Networks:
     """Networks, loss, Adam optimisers and loss scaler, restored from `state` when given,
     wrapped in DistributedDataParallel under torchrun."""
     device = info.device
@@ -317,7 +327,7 @@ def _build_networks(config: TrainConfig, info: DistInfo, state: dict[str, Any] |
     # Loss scaling is for float16 only: bfloat16 has float32's exponent range.
     use_scaler = config.amp and AMP_DTYPES[config.amp_dtype] == torch.float16
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    networks = _Networks(generator, discriminator, loss_fn, opt_g, opt_d, scaler)
+    networks = Networks(generator, discriminator, loss_fn, opt_g, opt_d, scaler)
     if state is not None:
         networks.load_state_dict(state)
     if info.distributed:
@@ -401,7 +411,7 @@ def _train(config: TrainConfig, info: DistInfo) -> dict[str, float]:
     # Every rank reads the same files; the sampler gives each rank its share, from start_step on.
     sampler = ResumableBatchSampler(len(train_set), config.batch_size, config.seed, info.rank, info.world_size, start_step)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers, pin_memory=device.type == "cuda")
-    networks = _build_networks(config, info, state)
+    networks = build_networks(config, info, state)
 
     def autocast() -> AbstractContextManager:
         return torch.autocast(device.type, dtype=AMP_DTYPES[config.amp_dtype], enabled=config.amp)
@@ -437,7 +447,7 @@ def _train(config: TrainConfig, info: DistInfo) -> dict[str, float]:
         for step in range(start_step, config.steps):
             batch = _to_device(next(batches), device)
             seed_step(config.seed, info.rank, step)  # dropout: a function of (seed, rank, step)
-            losses = _train_step(networks, batch, autocast())
+            losses = train_step(networks, batch, autocast())
             done = step + 1
             progress.update(1)
             if every(config.log_every, done) or done == config.steps:
