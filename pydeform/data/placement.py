@@ -40,13 +40,19 @@ def _read_params(path: Path, number: int, column: str, text: str) -> Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
+def _to_tensor(image: Image.Image) -> Tensor:
+    """PIL image -> (C, H, W) float32 in [0, 1]. The layout change is done in numpy: a torch
+    copy this small pays more for waking torch's thread pool than for the work."""
+    pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+    return torch.from_numpy(np.ascontiguousarray(pixels))
+
+
 def _load(path: Path, mode: str, size: tuple[int, int]) -> Tensor:
     """Image file -> (C, H, W) float32 in [0, 1], converted to `mode`; checks the size."""
     with Image.open(path) as image:
         if (image.height, image.width) != size:
             raise ValueError(f"{path}: image of size {(image.height, image.width)}, expected {size}")
-        pixels = np.asarray(image.convert(mode), dtype=np.float32)
-    return torch.from_numpy(pixels / 255.0).permute(2, 0, 1).contiguous()
+        return _to_tensor(image.convert(mode))
 
 
 class Placement(Dataset):
@@ -253,7 +259,7 @@ class CelebAGlasses(Dataset):
         glasses_files = sorted(self.glasses_dir.glob("*.png"))
         if not glasses_files:
             raise FileNotFoundError(f"glasses_dir: no *.png in {self.glasses_dir}")
-        self.glasses: list[Tensor] = [self._glasses(path) for path in glasses_files]
+        self.glasses: list[Tensor] = [self._glasses(path) for path in glasses_files]  # (4, size, size) each
 
     def _glasses(self, path: Path) -> Tensor:
         with Image.open(path) as image:
@@ -262,7 +268,7 @@ class CelebAGlasses(Dataset):
             rgba = image.convert("RGBA")
         if rgba.size != (self.size, self.size):
             rgba = rgba.resize((self.size, self.size), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(rgba, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        return _to_tensor(rgba)
 
     def crop(self, name: str) -> Tensor:
         """The face crop of image `name`: (3, size, size) float32 in [0, 1]."""
@@ -275,7 +281,7 @@ class CelebAGlasses(Dataset):
             face = image.convert("RGB").crop((left, top, right, bottom))
         if self.size != bottom - top:
             face = face.resize((self.size, self.size), Image.Resampling.BILINEAR)
-        return torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        return _to_tensor(face)
 
     def __len__(self) -> int:
         return len(self.backgrounds)
@@ -292,7 +298,7 @@ class CelebAGlasses(Dataset):
         p_init = PERTURBATION_STD * rng.standard_normal(8)
         return {
             "background": self.crop(name),
-            "foreground": glasses.clone(),
+            "foreground": torch.from_numpy(glasses.numpy().copy()),
             "real": self.crop(real),
             "p_init": torch.from_numpy(p_init.astype(np.float32)),
             "name": name,
