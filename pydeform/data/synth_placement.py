@@ -179,21 +179,21 @@ def corner_error(p_pred_or_h_pred: Tensor, h_true: Tensor, corners, size: tuple[
 
 
 def _sample_grid(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Normalized (x, y) of _SUPERSAMPLE^2 points per pixel, each (H*s, W*s) float64."""
+    """Normalized (x, y) of _SUPERSAMPLE^2 points per pixel, each (H*s, W*s) float32."""
     h, w = size
     s = _SUPERSAMPLE
     offsets = (np.arange(s) + 0.5) / s - 0.5
     rows = (np.arange(h)[:, None] + offsets).ravel()
     cols = (np.arange(w)[:, None] + offsets).ravel()
     y, x = np.meshgrid(2.0 * rows / (h - 1) - 1.0, 2.0 * cols / (w - 1) - 1.0, indexing="ij")
-    return x, y
+    return x.astype(np.float32), y.astype(np.float32)
 
 
-def _downsample(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(H*s, W*s, C) supersamples -> (H, W, C) pixel means (box filter)."""
-    h, w = size
+def _downsample(img: np.ndarray) -> np.ndarray:
+    """(H*s, W*s, C) supersamples -> (H, W, C) pixel means (box filter). A sum of strided
+    slices: several times faster than a mean over reshaped axes."""
     s = _SUPERSAMPLE
-    return img.reshape(h, s, w, s, img.shape[-1]).mean(axis=(1, 3))
+    return sum(img[i::s, j::s] for i in range(s) for j in range(s)) * np.float32(1.0 / (s * s))
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -310,9 +310,9 @@ def _render_background(rng: np.random.Generator, size: tuple[int, int], h_true: 
     win = _window(x, y, placed[:, :2] / placed[:, 2:])
     xw, yw = x[win], y[win]
     q = h_true @ np.stack([xw.ravel(), yw.ravel(), np.ones(xw.size)])
-    u, v = (q[:2] / q[2]).reshape(2, *xw.shape)
+    u, v = (q[:2] / q[2]).astype(np.float32).reshape(2, *xw.shape)
     _face(rng, img[win], u, v)
-    return _to_uint8(_downsample(img, size))
+    return _to_uint8(_downsample(img))
 
 
 def _render_glasses(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -351,8 +351,8 @@ def _render_glasses(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarr
 
     alpha = np.where(frame, 1.0, np.where(lens, lens_alpha, 0.0)).astype(np.float32)
     premultiplied = np.where(frame[..., None], frame_rgb, tint * alpha[..., None])
-    alpha = _downsample(alpha[..., None], size)
-    premultiplied = _downsample(premultiplied, size)
+    alpha = _downsample(alpha[..., None])
+    premultiplied = _downsample(premultiplied)
     # Straight colour; fully transparent pixels take the frame colour, so that bilinear
     # sampling next to the rim does not pull in black.
     rgb = np.where(alpha > 0, premultiplied / np.maximum(alpha, 1e-12), frame_rgb)
