@@ -78,7 +78,7 @@ _PUPIL = 0.06  # radius
 _EAR_X = 0.5
 _FACE_BOX = ((-0.6, 0.6), (-0.7, 0.72))  # (x range, y range) holding every face feature
 
-# Glasses geometry ranges; CORNERS bound the extreme values (see _sample_glasses).
+# Glasses geometry ranges; CORNERS bound the extreme values (see _render_glasses).
 _LENS_RX = (0.12, 0.16)
 _LENS_RY = (0.09, 0.13)
 _RIM = (0.03, 0.06)  # full thickness
@@ -128,6 +128,11 @@ def similarity_params(scale: float, angle: float, tx: float, ty: float) -> np.nd
     the background shows the canonical frame magnified by ``scale`` and rotated by ``angle``
     (radians, clockwise on screen since y points down), the matrix mapping back.
     """
+    for name, value in (("scale", scale), ("angle", angle), ("tx", tx), ("ty", ty)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
     a, w = -math.log(scale) / 3.0, -angle
     return np.array([tx, -w, a, 0.0, ty, w, -2.0 * a, 0.0])
 
@@ -159,6 +164,8 @@ def corner_error(p_pred_or_h_pred: Tensor, h_true: Tensor, corners, size: tuple[
     """
     h_pred = _matrices("p_pred_or_h_pred", p_pred_or_h_pred)
     h_true = _matrices("h_true", h_true)
+    if h_true.device != h_pred.device:
+        raise ValueError(f"h_true is on {h_true.device} but p_pred_or_h_pred is on {h_pred.device}")
     if h_true.shape[0] != h_pred.shape[0]:
         raise ValueError(f"h_true has batch {h_true.shape[0]} but p_pred_or_h_pred has {h_pred.shape[0]}")
     height, width = check_size("size", size)
@@ -217,10 +224,6 @@ def _colour(rng: np.random.Generator, sat, val) -> np.ndarray:
     return np.maximum(np.asarray(rgb, np.float32), _MIN_CHANNEL)
 
 
-def _paint(img: np.ndarray, mask: np.ndarray, colour) -> None:
-    img[mask] = colour
-
-
 def _window(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> tuple[slice, slice]:
     """(rows, cols) slices of the sample grid (x, y) covering the bounding box of points
     (N, 2): shapes are only evaluated there, a large saving for small ones."""
@@ -252,7 +255,7 @@ def _clutter(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarr
             mask = (np.abs(along) <= ax) & (np.abs(across) <= ay)
             if kind == 2:  # a band of stripes
                 mask &= np.sin(along * (np.pi / (0.03 + 0.1 * ay))) > 0
-        _paint(img[win], mask, colour)
+        img[win][mask] = colour
     # Shading and grain are smooth or per pixel: computed once per pixel (at its centre) and
     # added to all its samples, several times cheaper than per sample.
     s = _SUPERSAMPLE
@@ -281,20 +284,20 @@ def _face(rng: np.random.Generator, img: np.ndarray, u: np.ndarray, v: np.ndarra
     hx, hy = _HEAD_CENTRE
     head_ax, head_ay = rng.uniform(0.44, 0.5), rng.uniform(0.56, 0.62)
     for side in (-1, 1):  # ears behind the head
-        _paint(img, _ellipse(u, v, side * _EAR_X, 0.0, 0.07, 0.12), skin * 0.9 + 0.05)
-    _paint(img, _ellipse(u, v, hx, hy, head_ax, head_ay), skin)
+        img[_ellipse(u, v, side * _EAR_X, 0.0, 0.07, 0.12)] = skin * 0.9 + 0.05
+    img[_ellipse(u, v, hx, hy, head_ax, head_ay)] = skin
     # Hair: a cap above a wavy hairline, slightly wider than the head.
     hairline = rng.uniform(-0.42, -0.3) + 0.04 * np.sin(u * rng.uniform(8, 20) + rng.uniform(0, 2 * np.pi))
-    _paint(img, _ellipse(u, v, hx, hy - 0.03, head_ax + 0.03, head_ay + 0.04) & (v < hairline), hair)
+    img[_ellipse(u, v, hx, hy - 0.03, head_ax + 0.03, head_ay + 0.04) & (v < hairline)] = hair
     brow = np.maximum(hair * 0.8, _MIN_CHANNEL)
     brow_tilt = rng.uniform(-0.25, 0.25)
     for (ex, ey), side in zip(EYES, (-1, 1)):
-        _paint(img, _ellipse(u, v, ex, ey - 0.15, 0.12, 0.025, side * brow_tilt), brow)
-        _paint(img, _ellipse(u, v, ex, ey, *_SCLERA), rng.uniform(0.93, 1.0, 3).astype(np.float32))
-        _paint(img, _ellipse(u, v, ex, ey, _PUPIL, _PUPIL), rng.uniform(0.0, 0.06, 3).astype(np.float32))
-    _paint(img, _ellipse(u, v, 0.0, 0.13, 0.05, rng.uniform(0.08, 0.11)), np.maximum(skin * 0.85, _MIN_CHANNEL))
+        img[_ellipse(u, v, ex, ey - 0.15, 0.12, 0.025, side * brow_tilt)] = brow
+        img[_ellipse(u, v, ex, ey, *_SCLERA)] = rng.uniform(0.93, 1.0, 3).astype(np.float32)
+        img[_ellipse(u, v, ex, ey, _PUPIL, _PUPIL)] = rng.uniform(0.0, 0.06, 3).astype(np.float32)
+    img[_ellipse(u, v, 0.0, 0.13, 0.05, rng.uniform(0.08, 0.11))] = np.maximum(skin * 0.85, _MIN_CHANNEL)
     lips = np.array([rng.uniform(0.6, 0.9), rng.uniform(0.25, 0.4), rng.uniform(0.25, 0.4)], np.float32)
-    _paint(img, _ellipse(u, v, 0.0, rng.uniform(0.32, 0.36), rng.uniform(0.1, 0.17), rng.uniform(0.025, 0.05)), lips)
+    img[_ellipse(u, v, 0.0, rng.uniform(0.32, 0.36), rng.uniform(0.1, 0.17), rng.uniform(0.025, 0.05))] = lips
 
 
 def _render_background(rng: np.random.Generator, size: tuple[int, int], h_true: np.ndarray) -> np.ndarray:

@@ -107,6 +107,13 @@ def test_similarity_params_against_scipy_expm(scale, angle):
                                torch.tensor(m), atol=1e-12, rtol=0)
 
 
+def test_similarity_params_rejects_bad_arguments():
+    for kwargs, name in (({"scale": 0.0}, "scale"), ({"scale": -1.0}, "scale"), ({"angle": math.nan}, "angle"),
+                         ({"tx": "0"}, "tx"), ({"ty": math.inf}, "ty")):  # fmt: skip
+        with pytest.raises(ValueError, match=name):
+            sp.similarity_params(**{"scale": 1.0, "angle": 0.0, "tx": 0.0, "ty": 0.0, **kwargs})
+
+
 def test_perturbation_is_0_1_standard_normal(dataset):
     root, _ = dataset
     rows = read_rows(root, "train") + read_rows(root, "test")
@@ -287,3 +294,5 @@ def test_corner_error_rejects_bad_arguments():
         sp.corner_error(h, h, [1.0, 2.0], (8, 8))
     with pytest.raises(TypeError, match="size"):
         sp.corner_error(h, h, sp.CORNERS, 64)
+    with pytest.raises(ValueError, match="h_true is on meta"):
+        sp.corner_error(h, h.to("meta"), sp.CORNERS, (8, 8))
