@@ -6,6 +6,7 @@
 // F.grid_sample(align_corners=True) does after its normalisation. Equal to grid_sample.
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "common/dtype.h"
 #include "common/macros.h"
@@ -39,24 +40,43 @@ template <typename A> HOST_DEVICE A floor_of(A v) {
 #endif
 }
 
+// Where the taps are taken, for a finite point (sx, sy): a side of 1 collapses to 0 (derivative
+// 0); "border" clamps into the image (derivative 0 where clamped); "zeros" clamps to one pixel
+// beyond it, where every tap is outside already, so that changes neither the value (0) nor the
+// gradient (0) and keeps floor() inside int64 for huge coordinates. As two boxes per image size
+// and padding, so that clamping a point is branch-free and a CPU loop over points vectorises.
+template <typename A> struct BilinearClamp {
+  A lo_x, hi_x, lo_y, hi_y;      // the point is clamped into this box
+  A flat_lo_x, flat_hi_x, flat_lo_y, flat_hi_y;  // outside this one the derivative is 0
+};
+
+template <typename A> HOST_DEVICE BilinearClamp<A> bilinear_clamp(int64_t H, int64_t W, bool border) {
+  constexpr A inf = std::numeric_limits<A>::infinity();
+  BilinearClamp<A> c;
+  c.lo_x = W == 1 || border ? A(0) : A(-2);
+  c.lo_y = H == 1 || border ? A(0) : A(-2);
+  c.hi_x = W == 1 ? A(0) : (border ? A(W - 1) : A(W + 1));
+  c.hi_y = H == 1 ? A(0) : (border ? A(H - 1) : A(H + 1));
+  // A collapsed side: an empty box (derivative 0 everywhere); "zeros": no bound.
+  c.flat_lo_x = W == 1 ? inf : (border ? A(0) : -inf);
+  c.flat_lo_y = H == 1 ? inf : (border ? A(0) : -inf);
+  c.flat_hi_x = W == 1 ? -inf : (border ? A(W - 1) : inf);
+  c.flat_hi_y = H == 1 ? -inf : (border ? A(H - 1) : inf);
+  return c;
+}
+
+template <typename A>
+HOST_DEVICE void bilinear_clamp_point(A& sx, A& sy, const BilinearClamp<A>& c, A& dsx, A& dsy) {
+  dsx = (sx < c.flat_lo_x) | (sx > c.flat_hi_x) ? A(0) : A(1);  // bitwise: no branches
+  dsy = (sy < c.flat_lo_y) | (sy > c.flat_hi_y) ? A(0) : A(1);
+  sx = sx < c.lo_x ? c.lo_x : (sx > c.hi_x ? c.hi_x : sx);
+  sy = sy < c.lo_y ? c.lo_y : (sy > c.hi_y ? c.hi_y : sy);
+}
+
 template <typename A>
 HOST_DEVICE bool bilinear_taps(A sx, A sy, int64_t H, int64_t W, bool border, BilinearTaps<A>& t) {
   if (!finite(sx) || !finite(sy)) return false;
-  t.dsx = A(1);
-  t.dsy = A(1);
-  if (W == 1) sx = A(0), t.dsx = A(0);
-  if (H == 1) sy = A(0), t.dsy = A(0);
-  if (border) {
-    if (sx < A(0)) sx = A(0), t.dsx = A(0);
-    if (sx > A(W - 1)) sx = A(W - 1), t.dsx = A(0);
-    if (sy < A(0)) sy = A(0), t.dsy = A(0);
-    if (sy > A(H - 1)) sy = A(H - 1), t.dsy = A(0);
-  } else {
-    // Beyond one pixel outside, every tap is outside: clamping there changes neither the
-    // value (0) nor the gradient (0), and keeps floor() inside int64 for huge coordinates.
-    sx = sx < A(-2) ? A(-2) : (sx > A(W + 1) ? A(W + 1) : sx);
-    sy = sy < A(-2) ? A(-2) : (sy > A(H + 1) ? A(H + 1) : sy);
-  }
+  bilinear_clamp_point(sx, sy, bilinear_clamp<A>(H, W, border), t.dsx, t.dsy);
   const A x0f = floor_of(sx), y0f = floor_of(sy);
   const int64_t x0 = static_cast<int64_t>(x0f), y0 = static_cast<int64_t>(y0f);
   t.x0 = x0;
@@ -84,9 +104,13 @@ template <typename A> HOST_DEVICE A bilinear_value(const BilinearTaps<A>& t, con
 }
 
 // d value / d (sx, sy) given the four tap values (0 for taps outside).
+template <typename A>
+HOST_DEVICE void bilinear_coord_grad(A fx, A fy, A dsx, A dsy, const A v[4], A& gx, A& gy) {
+  gx = ((A(1) - fy) * (v[1] - v[0]) + fy * (v[3] - v[2])) * dsx;
+  gy = ((A(1) - fx) * (v[2] - v[0]) + fx * (v[3] - v[1])) * dsy;
+}
 template <typename A> HOST_DEVICE void bilinear_coord_grad(const BilinearTaps<A>& t, const A v[4], A& gx, A& gy) {
-  gx = ((A(1) - t.fy) * (v[1] - v[0]) + t.fy * (v[3] - v[2])) * t.dsx;
-  gy = ((A(1) - t.fx) * (v[2] - v[0]) + t.fx * (v[3] - v[1])) * t.dsy;
+  bilinear_coord_grad(t.fx, t.fy, t.dsx, t.dsy, v, gx, gy);
 }
 
 }  // namespace pydeform

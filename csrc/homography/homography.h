@@ -69,6 +69,26 @@ template <typename A> HOST_DEVICE A clamp_far(A v) {
   return v < A(-kHomographyFar) ? A(-kHomographyFar) : (v > A(kHomographyFar) ? A(kHomographyFar) : v);
 }
 
+// Projects the point (px, py) (in h's coordinates) through m: the sample point (su, sv) =
+// (u / w, v / w), clamped to +-kHomographyFar, and inv_w = 1 / w. Returns false where the sample
+// point is undefined (|w| < 1e-8 or not finite); su, sv and inv_w are then 0, so that arithmetic
+// on them stays finite. Branch-free, so that a CPU loop over a row of points vectorises.
+template <typename A> HOST_DEVICE bool homography_project(const A m[9], A px, A py, A& su, A& sv, A& inv_w) {
+  const A u = m[0] * px + m[1] * py + m[2];
+  const A v = m[3] * px + m[4] * py + m[5];
+  const A w = m[6] * px + m[7] * py + m[8];
+  const A r = A(1) / w;
+  const A su_raw = u * r, sv_raw = v * r;
+  // Written so that a NaN fails: !(|w| >= min) rather than |w| < min. Bitwise & and |: no
+  // short-circuit branches.
+  const bool defined = ((w >= A(kHomographyMinW)) | (w <= A(-kHomographyMinW))) & finite(u) & finite(v) & finite(w) &
+                       finite(su_raw) & finite(sv_raw);
+  su = defined ? clamp_far(su_raw) : A(0);
+  sv = defined ? clamp_far(sv_raw) : A(0);
+  inv_w = defined ? r : A(0);
+  return defined;
+}
+
 // Projects output pixel (j, i) through m and fills `s`. Returns false where the sample point
 // is undefined (|w| < 1e-8 or not finite): the output is 0 there and no gradient flows.
 template <typename A>
@@ -76,16 +96,7 @@ HOST_DEVICE bool homography_sample_at(const A m[9], const HomographyGeometry<A>&
                                       HomographySample<A>& s) {
   s.px = A(j) * g.out_scale_x + g.out_offset_x;
   s.py = A(i) * g.out_scale_y + g.out_offset_y;
-  const A u = m[0] * s.px + m[1] * s.py + m[2];
-  const A v = m[3] * s.px + m[4] * s.py + m[5];
-  const A w = m[6] * s.px + m[7] * s.py + m[8];
-  // Written so that a NaN fails: !(|w| >= min) rather than |w| < min.
-  if (!(w >= A(kHomographyMinW) || w <= A(-kHomographyMinW)) || !finite(u) || !finite(v) || !finite(w)) return false;
-  s.inv_w = A(1) / w;
-  const A su = u * s.inv_w, sv = v * s.inv_w;
-  if (!finite(su) || !finite(sv)) return false;
-  s.su = clamp_far(su);
-  s.sv = clamp_far(sv);
+  if (!homography_project(m, s.px, s.py, s.su, s.sv, s.inv_w)) return false;
   return bilinear_taps(s.su * g.in_scale_x + g.in_offset_x, s.sv * g.in_scale_y + g.in_offset_y, g.H, g.W, g.border,
                        s.taps);
 }
@@ -160,14 +171,22 @@ HOST_DEVICE void backward_pixel(const T* x_image, const T* grad_out_pixel, A* gr
   }
 }
 
-// Adds d loss / d h (row-major) of one defined pixel to grad[9], given d loss / d (sx, sy).
-// sx = in_scale * u / w + in_offset: d sx / du = in_scale / w, d sx / dw = -in_scale (u / w) / w;
-// (u, v, w) are linear in h's rows with coefficients (px, py, 1).
+// d loss / d (u, v, w) of one defined pixel, given d loss / d (sx, sy):
+// sx = in_scale * u / w + in_offset: d sx / du = in_scale / w, d sx / dw = -in_scale (u / w) / w.
+// add_homography_grad adds the resulting d loss / d h (row-major) to grad[9]: (u, v, w) are
+// linear in h's rows with coefficients (px, py, 1).
+template <typename A>
+HOST_DEVICE void homography_uvw_grad(const HomographyGeometry<A>& g, A su, A sv, A inv_w, A gsx, A gsy, A& gu, A& gv,
+                                     A& gw) {
+  gu = gsx * g.in_scale_x * inv_w;
+  gv = gsy * g.in_scale_y * inv_w;
+  gw = -(gu * su + gv * sv);
+}
 template <typename A, typename P>
 HOST_DEVICE void add_homography_grad(const HomographySample<A>& s, const HomographyGeometry<A>& g, A gsx, A gsy,
                                      P grad[9]) {
-  const A gu = gsx * g.in_scale_x * s.inv_w, gv = gsy * g.in_scale_y * s.inv_w;
-  const A gw = -(gu * s.su + gv * s.sv);
+  A gu, gv, gw;
+  homography_uvw_grad(g, s.su, s.sv, s.inv_w, gsx, gsy, gu, gv, gw);
   const A point[3] = {s.px, s.py, A(1)};
   for (int k = 0; k < 3; ++k) {
     grad[k] += P(gu * point[k]);
@@ -181,7 +200,7 @@ HOST_DEVICE void add_homography_grad(const HomographySample<A>& s, const Homogra
 // out.sum(), is not copied). Shapes: x (Bx, C, H, W); h (Bh, 3, 3); out, grad_out
 // (B, C, Ho, Wo) with B = max(Bx, Bh).
 // grad_x (Bx, C, H, W) and grad_h (Bh, 3, 3) are in the accumulation type (float, double for
-// double), grad_x zero-filled by the caller; either may be 0 (= not wanted). grad_h_partials is
+// double), grad_x zero-filled by the caller for CUDA (the CPU launcher fills it itself); either may be 0 (= not wanted). grad_h_partials is
 // a workspace of homography_grad_h_partials_{cpu,cuda}(...) accumulation-type elements.
 void homography_forward_cpu(std::uintptr_t x, std::uintptr_t h, std::uintptr_t out, int64_t Bx, int64_t Bh, int64_t C,
                             int64_t H, int64_t W, int64_t Ho, int64_t Wo, bool border, bool normalized, int dtype,

@@ -1,14 +1,23 @@
-// CPU launcher of homography_sample: OpenMP over output rows (forward) and over
-// (x image, channel block) tasks (backward). Each pixel is projected once per task and its
-// taps reused over the channels; no sampling grid is materialised.
+// CPU launcher of homography_sample.
+//
+// Row segments: the work goes by segments of up to kSegment output pixels of one row. A
+// segment's sample points and bilinear taps are computed together, as arrays: the projection
+// and the tap geometry then vectorise (no per-pixel branches: an undefined point is a point
+// whose taps are all unread, with zero weights), and every channel reuses them in plain loops
+// over the segment.
+//
+// Forward: one task per output row, handed out as threads finish. Backward: one task per
+// (x image, channel block), a partition fixed by the sizes; the task zero-fills and owns its
+// grad_x planes (plain adds, no races) and keeps one grad_h partial per batch item it reads,
+// so the results are bit-identical whatever the number of threads.
 #include <algorithm>
+#include <type_traits>
 
 #include "common/cpu_dispatch.h"
 #include "common/cpu_parallel.h"
 #include "common/dtype.h"
 #include "common/errors.h"
 #include "homography/homography.h"
-
 
 namespace pydeform {
 
@@ -44,28 +53,203 @@ template <typename T> struct Problem {
   const T* homography(int64_t b) const { return h + (Bh == 1 ? 0 : b) * 9; }
 };
 
-// out[b, :, i, :]: each pixel projected once, its taps reused over the channels.
-template <typename T>
-PYDEFORM_ALWAYS_INLINE void forward_row(const Problem<T>& problem, T* out, int64_t b, int64_t i) {
+constexpr int64_t kSegment = 64;  // output pixels whose taps are computed together
+
+// 0/1 flags as wide as A, so that selects on them vectorise with A.
+template <typename A> using Flag = std::conditional_t<sizeof(A) == 4, int32_t, int64_t>;
+
+// The sample points and taps of output pixels (i, j0 .. j0 + n - 1), tap k as in BilinearTaps.
+// Offsets in index type I: int32_t where a plane has at most 2^30 elements (so that the loops
+// over them vectorise: AVX2 has no vector int64 <-> float), int64_t otherwise.
+template <typename A, typename I> struct Segment {
+  int64_t i, j0, n;
+  A py;                         // the row's output point in h's coordinates
+  I offset[4][kSegment];        // y * W + x of tap k; 0 where it is not read
+  Flag<A> read[4][kSegment];    // tap k is inside the image (and the point defined)
+  A weight[4][kSegment];        // 0 where not read
+  Flag<A> defined[kSegment];
+  A fx[kSegment], fy[kSegment], dsx[kSegment], dsy[kSegment];  // as in BilinearTaps
+  A px[kSegment], su[kSegment], sv[kSegment], inv_w[kSegment];  // as in HomographySample (0 if undefined)
+};
+
+// The integer part of the taps of a segment, from its clamped sample points (sx, sy). floor() is
+// a truncation, one lower where that rounded up (sx lies in [-2, W + 1], well inside I).
+template <typename A, typename I>
+PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64_t W, Segment<A, I>& s) {
+  const I h = static_cast<I>(H), w = static_cast<I>(W);
+  for (int64_t p = 0; p < s.n; ++p) {
+    I x0 = static_cast<I>(sx[p]), y0 = static_cast<I>(sy[p]);
+    x0 -= static_cast<I>(A(x0) > sx[p]);
+    y0 -= static_cast<I>(A(y0) > sy[p]);
+    const A fx = sx[p] - A(x0), fy = sy[p] - A(y0);
+    s.fx[p] = fx;
+    s.fy[p] = fy;
+    const bool defined = s.defined[p] != 0;
+    const bool in_x[2] = {bool((x0 >= 0) & (x0 < w)), bool((x0 + 1 >= 0) & (x0 + 1 < w))};
+    const bool in_y[2] = {bool(defined & (y0 >= 0) & (y0 < h)), bool(defined & (y0 + 1 >= 0) & (y0 + 1 < h))};
+    const A wx[2] = {A(1) - fx, fx}, wy[2] = {A(1) - fy, fy};
+    for (int k = 0; k < 4; ++k) {
+      const bool read = in_x[k & 1] & in_y[k >> 1];
+      s.read[k][p] = read;
+      s.offset[k][p] = read ? (y0 + (k >> 1)) * w + x0 + (k & 1) : I(0);
+      s.weight[k][p] = read ? wx[k & 1] * wy[k >> 1] : A(0);
+    }
+  }
+}
+
+template <typename A, typename I>
+PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<A>& g, int64_t i, int64_t j0, int64_t n,
+                                         Segment<A, I>& s) {
+  s.i = i;
+  s.j0 = j0;
+  s.n = n;
+  s.py = A(i) * g.out_scale_y + g.out_offset_y;
+  const A py = s.py;
+  const BilinearClamp<A> box = bilinear_clamp<A>(g.H, g.W, g.border);
+  A column[kSegment], sx[kSegment], sy[kSegment];
+  for (int64_t p = 0; p < n; ++p) column[p] = A(j0 + p);  // (no vector int64 -> float in AVX2)
+  // The floating-point part, vectorised: homography_sample_at without its early returns.
+  for (int64_t p = 0; p < n; ++p) {
+    const A px = column[p] * g.out_scale_x + g.out_offset_x;
+    A su, sv, inv_w, dsx, dsy;
+    const bool projected = homography_project(m, px, py, su, sv, inv_w);
+    A x = su * g.in_scale_x + g.in_offset_x, y = sv * g.in_scale_y + g.in_offset_y;
+    const bool defined = projected & finite(x) & finite(y);
+    x = defined ? x : A(0);
+    y = defined ? y : A(0);
+    bilinear_clamp_point(x, y, box, dsx, dsy);
+    sx[p] = x;
+    sy[p] = y;
+    s.dsx[p] = dsx;
+    s.dsy[p] = dsy;
+    s.px[p] = px;
+    s.su[p] = su;
+    s.sv[p] = sv;
+    s.inv_w[p] = inv_w;
+    s.defined[p] = defined;
+  }
+  fill_taps(sx, sy, g.H, g.W, s);
+}
+
+// The four tap values of pixel p in one channel plane (0 for taps not read).
+// (The load is unconditional: offset is 0 for a tap not read, so it is always in bounds.)
+template <typename T, typename A, typename I>
+PYDEFORM_ALWAYS_INLINE void segment_gather(const T* plane, const Segment<A, I>& s, int64_t p, A v[4]) {
+  for (int k = 0; k < 4; ++k) {
+    const A value = A(plane[s.offset[k][p]]);
+    v[k] = s.read[k][p] ? value : A(0);
+  }
+}
+
+// Asks for the cache lines of a segment's taps in `planes` planes `plane` elements apart,
+// before they are used. Neighbouring pixels share lines, so the loads of a loop over the
+// segment would otherwise wait for one line after another (kLineStep pixels apart are at most
+// a line apart when the warp does not magnify more than 2x; others are fetched on use).
+constexpr int64_t kLineStep = 8;
+template <typename T, typename A, typename I>
+PYDEFORM_ALWAYS_INLINE void prefetch_segment(const T* first_plane, int64_t plane, int64_t planes, const Segment<A, I>& s,
+                                             bool for_write) {
+#if defined(__GNUC__)
+  for (int64_t c = 0; c < planes; ++c) {
+    const T* base = first_plane + c * plane;
+    for (int64_t q = 0; q < s.n; q += kLineStep) {
+      for (int k = 0; k < 4; k += 2) {  // the top and bottom rows of taps
+        if (for_write) {
+          __builtin_prefetch(base + s.offset[k][q], 1, 3);
+        } else {
+          __builtin_prefetch(base + s.offset[k][q], 0, 3);
+        }
+      }
+    }
+    const int64_t last = s.n - 1;
+    __builtin_prefetch(base + s.offset[1][last], for_write ? 1 : 0, 3);
+    __builtin_prefetch(base + s.offset[3][last], for_write ? 1 : 0, 3);
+  }
+#else
+  (void)first_plane, (void)plane, (void)planes, (void)s, (void)for_write;
+#endif
+}
+
+// Calls body(segment) for the segments of output rows [i0, i1) in order, and end_row(i) after
+// each row's last. Each segment's taps are computed, and their lines asked for (prefetch), one
+// segment ahead, so that they arrive while the previous segment is being worked on.
+template <typename I, typename A, typename Prefetch, typename Body, typename EndRow>
+PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeometry<A>& g, int64_t i0, int64_t i1,
+                                             int64_t Wo, Prefetch&& prefetch, Body&& body, EndRow&& end_row) {
+  Segment<A, I> buffers[2];
+  const int64_t per_row = (Wo + kSegment - 1) / kSegment, count = (i1 - i0) * per_row;
+  const auto fill = [&](int64_t t) {
+    Segment<A, I>& s = buffers[t & 1];
+    const int64_t j0 = t % per_row * kSegment;
+    fill_segment(m, g, i0 + t / per_row, j0, std::min(kSegment, Wo - j0), s);
+    prefetch(s);
+  };
+  if (count > 0) fill(0);
+  for (int64_t t = 0; t < count; ++t) {
+    if (t + 1 < count) fill(t + 1);
+    body(buffers[t & 1]);
+    if (t % per_row == per_row - 1) end_row(i0 + t / per_row);
+  }
+}
+
+// Output rows per forward task: a few consecutive rows, which share input rows.
+constexpr int64_t kForwardRows = 4;
+
+// out[b, :, i0 .. i1 - 1, :], segment by segment.
+template <typename T, typename I>
+PYDEFORM_ALWAYS_INLINE void forward_rows(const Problem<T>& problem, T* out, int64_t b, int64_t i0, int64_t i1) {
   using A = acc_t<T>;
   const Problem<T> p = problem;  // a local copy: stores to out cannot alias it, so it stays in registers
   A m[9];
   load_homography(p.homography(b), m);
-  const int64_t out_plane = p.Ho * p.Wo;
-  T* out_row = out + b * p.C * out_plane + i * p.Wo;
-  for (int64_t j = 0; j < p.Wo; ++j) {
-    HomographySample<A> s;
-    const bool defined = homography_sample_at(m, p.g, i, j, s);
-    forward_pixel(p.x_image(b), p.H * p.W, out_row + j, out_plane, p.C, defined, s.taps);
-  }
+  const int64_t in_plane = p.H * p.W, out_plane = p.Ho * p.Wo;
+  const T* x_image = p.x_image(b);
+  T* out_image = out + b * p.C * out_plane;
+  for_each_segment<I>(
+      m, p.g, i0, i1, p.Wo, [&](const Segment<A, I>& s) { prefetch_segment(x_image, in_plane, p.C, s, false); },
+      [&](const Segment<A, I>& s) {
+        for (int64_t c = 0; c < p.C; ++c) {
+          const T* __restrict__ plane = x_image + c * in_plane;
+          T* __restrict__ dst = out_image + c * out_plane + s.i * p.Wo + s.j0;
+          for (int64_t q = 0; q < s.n; ++q) {
+            A v[4];
+            segment_gather(plane, s, q, v);
+            store(dst + q,
+                  s.weight[0][q] * v[0] + s.weight[1][q] * v[1] + s.weight[2][q] * v[2] + s.weight[3][q] * v[3]);
+          }
+        }
+      },
+      [](int64_t) {});
 }
 
-// Backward task (x image bx, channel block `block` of `blocks`): adds the gradients of every
-// output pixel that reads image bx to grad_x[bx, block's channels] (the task owns those planes:
-// plain adds, no races) and, when partials is given, writes partials[(b * blocks + block) * 9 + q]:
-// the grad_h terms of batch item b over the block's channels, summed in pixel order (a row in
-// the accumulation type, rows in double).
-template <typename T>
+// add_homography_grad over a segment: adds the d loss / d h terms of its defined pixels to
+// grad[9], given d loss / d (sx, sy) per pixel. The sums vectorise (omp simd: a fixed order,
+// so still the same bits on every run).
+template <typename A, typename I>
+PYDEFORM_ALWAYS_INLINE void add_segment_homography_grad(const HomographyGeometry<A>& g, const Segment<A, I>& s,
+                                                        const A* gsx, const A* gsy, A grad[9]) {
+  A t0 = 0, t1 = 0, t2 = 0, t3 = 0, t4 = 0, t5 = 0, t6 = 0, t7 = 0, t8 = 0;
+  const A py = s.py;
+#pragma omp simd reduction(+ : t0, t1, t2, t3, t4, t5, t6, t7, t8)
+  for (int64_t q = 0; q < s.n; ++q) {
+    A gu, gv, gw;
+    // An undefined pixel passes no gradient, even a NaN one.
+    homography_uvw_grad(g, s.su[q], s.sv[q], s.inv_w[q], s.defined[q] ? gsx[q] : A(0),
+                        s.defined[q] ? gsy[q] : A(0), gu, gv, gw);
+    t0 += gu * s.px[q], t1 += gu * py, t2 += gu;
+    t3 += gv * s.px[q], t4 += gv * py, t5 += gv;
+    t6 += gw * s.px[q], t7 += gw * py, t8 += gw;
+  }
+  grad[0] += t0, grad[1] += t1, grad[2] += t2, grad[3] += t3, grad[4] += t4;
+  grad[5] += t5, grad[6] += t6, grad[7] += t7, grad[8] += t8;
+}
+
+// Backward task (x image bx, channel block `block` of `blocks`): zero-fills grad_x[bx, block's
+// channels], then adds the gradients of every output pixel that reads image bx to them (the
+// task owns those planes) and, when partials is given, writes partials[(b * blocks + block) * 9
+// + q]: the grad_h terms of batch item b over the block's channels, summed over each row (in
+// the accumulation type) and then over the rows (in double).
+template <typename T, typename I>
 PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const StridedGrad<T>& grad, acc_t<T>* grad_x,
                                           acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
   using A = acc_t<T>;
@@ -76,49 +260,75 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
   const int64_t c0 = block * p.C / blocks, c1 = (block + 1) * p.C / blocks;
   const T* x_image = p.x + bx * p.C * in_plane;
   A* grad_x_image = grad_x ? grad_x + bx * p.C * in_plane : nullptr;
+  if (grad_x_image) std::fill(grad_x_image + c0 * in_plane, grad_x_image + c1 * in_plane, A(0));
+  A g[kSegment], gsx[kSegment], gsy[kSegment];
   for (int64_t k = 0; k < per_image; ++k) {
     const int64_t b = p.Bx == 1 ? k : bx;
     A m[9];
     load_homography(p.homography(b), m);
     double sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-    for (int64_t i = 0; i < p.Ho; ++i) {
-      A row_sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-      for (int64_t j = 0; j < p.Wo; ++j) {
-        HomographySample<A> s;
-        if (!homography_sample_at(m, p.g, i, j, s)) continue;
-        A gsx, gsy;
-        backward_pixel(x_image, grad_out.pixel(b, i, j), grad_x_image, in_plane, grad_out.stride_c, c0, c1, s.taps,
-                       int64_t(0), in_plane, false, partials != nullptr, gsx, gsy);
-        if (partials) add_homography_grad(s, p.g, gsx, gsy, row_sum);
+    A row_sum[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const auto prefetch = [&](const Segment<A, I>& s) {
+      if (partials) prefetch_segment(x_image + c0 * in_plane, in_plane, c1 - c0, s, false);
+      if (grad_x_image) prefetch_segment(grad_x_image + c0 * in_plane, in_plane, c1 - c0, s, true);
+    };
+    const auto segment = [&](const Segment<A, I>& s) {
+      std::fill_n(gsx, s.n, A(0));
+      std::fill_n(gsy, s.n, A(0));
+      for (int64_t c = c0; c < c1; ++c) {
+        const T* grad_row = grad_out.pixel(b, s.i, s.j0) + c * grad_out.stride_c;
+        for (int64_t q = 0; q < s.n; ++q) g[q] = load(grad_row + q * grad_out.stride_j);
+        if (partials) {  // d loss / d (sx, sy), summed over the channels
+          const T* plane = x_image + c * in_plane;
+          for (int64_t q = 0; q < s.n; ++q) {
+            A v[4], gx, gy;
+            segment_gather(plane, s, q, v);
+            bilinear_coord_grad(s.fx[q], s.fy[q], s.dsx[q], s.dsy[q], v, gx, gy);
+            gsx[q] += g[q] * gx;
+            gsy[q] += g[q] * gy;
+          }
+        }
+        if (grad_x_image) {  // the scatter, pixel by pixel and tap by tap in order
+          A* plane = grad_x_image + c * in_plane;
+          for (int64_t q = 0; q < s.n; ++q) {
+            for (int t = 0; t < 4; ++t)
+              if (s.read[t][q]) plane[s.offset[t][q]] += g[q] * s.weight[t][q];
+          }
+        }
       }
-      for (int q = 0; q < 9; ++q) sum[q] += row_sum[q];
-    }
+      if (partials) add_segment_homography_grad(p.g, s, gsx, gsy, row_sum);
+    };
+    const auto end_row = [&](int64_t) {
+      for (int q = 0; q < 9; ++q) sum[q] += row_sum[q], row_sum[q] = A(0);
+    };
+    for_each_segment<I>(m, p.g, int64_t(0), p.Ho, p.Wo, prefetch, segment, end_row);
     if (partials)
       for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = A(sum[q]);
   }
 }
 
-template <typename T> void forward_row_portable(const Problem<T>& p, T* out, int64_t b, int64_t i) {
-  forward_row(p, out, b, i);
+template <typename T, typename I>
+void forward_rows_portable(const Problem<T>& p, T* out, int64_t b, int64_t i0, int64_t i1) {
+  forward_rows<T, I>(p, out, b, i0, i1);
 }
-template <typename T>
+template <typename T, typename I>
 void backward_task_portable(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x, acc_t<T>* partials,
                             int64_t bx, int64_t block, int64_t blocks) {
-  backward_task(p, grad, grad_x, partials, bx, block, blocks);
+  backward_task<T, I>(p, grad, grad_x, partials, bx, block, blocks);
 }
 
 #if PYDEFORM_X86_DISPATCH
-// The same bodies compiled for AVX2 + FMA (one-instruction floor and fused multiply-adds),
-// chosen at run time so one build still runs on any x86-64 CPU. flatten inlines the shared
-// math, so that it is compiled for AVX2 too.
+// The same bodies compiled for AVX2 + FMA, chosen at run time so one build still runs on any
+// x86-64 CPU. flatten inlines the shared math, so that it is compiled for AVX2 too.
 #define PYDEFORM_AVX2 __attribute__((target("avx2,fma"), flatten))
-template <typename T> PYDEFORM_AVX2 void forward_row_avx2(const Problem<T>& p, T* out, int64_t b, int64_t i) {
-  forward_row(p, out, b, i);
+template <typename T, typename I>
+PYDEFORM_AVX2 void forward_rows_avx2(const Problem<T>& p, T* out, int64_t b, int64_t i0, int64_t i1) {
+  forward_rows<T, I>(p, out, b, i0, i1);
 }
-template <typename T>
+template <typename T, typename I>
 PYDEFORM_AVX2 void backward_task_avx2(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x,
                                       acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
-  backward_task(p, grad, grad_x, partials, bx, block, blocks);
+  backward_task<T, I>(p, grad, grad_x, partials, bx, block, blocks);
 }
 inline bool has_avx2() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -126,22 +336,37 @@ inline bool has_avx2() {
 }
 #endif
 
-template <typename T> auto pick_forward_row() {
+// 32-bit tap offsets where a plane has at most 2^30 elements (Segment).
+inline bool small_planes(int64_t H, int64_t W) { return H * W <= (int64_t(1) << 30); }
+
+template <typename T, typename I> auto pick_forward_rows() {
 #if PYDEFORM_X86_DISPATCH
-  if (has_avx2()) return &forward_row_avx2<T>;
+  if (has_avx2()) return &forward_rows_avx2<T, I>;
 #endif
-  return &forward_row_portable<T>;
+  return &forward_rows_portable<T, I>;
 }
-template <typename T> auto pick_backward_task() {
+template <typename T> auto pick_forward_rows(int64_t H, int64_t W) {
+  return small_planes(H, W) ? pick_forward_rows<T, int32_t>() : pick_forward_rows<T, int64_t>();
+}
+template <typename T, typename I> auto pick_backward_task() {
 #if PYDEFORM_X86_DISPATCH
-  if (has_avx2()) return &backward_task_avx2<T>;
+  if (has_avx2()) return &backward_task_avx2<T, I>;
 #endif
-  return &backward_task_portable<T>;
+  return &backward_task_portable<T, I>;
+}
+template <typename T> auto pick_backward_task(int64_t H, int64_t W) {
+  return small_planes(H, W) ? pick_backward_task<T, int32_t>() : pick_backward_task<T, int64_t>();
 }
 
-template <typename T> void forward_rows(const Problem<T>& p, T* out, int num_threads) {
-  const auto row = pick_forward_row<T>();
-  parallel_for(p.batch() * p.Ho, num_threads, [&](int64_t r) { row(p, out, r / p.Ho, r % p.Ho); });
+// Tasks of kForwardRows output rows, handed out as threads finish (the output does not depend on
+// which thread computes it).
+template <typename T> void forward_tasks(const Problem<T>& p, T* out, int num_threads) {
+  const auto rows = pick_forward_rows<T>(p.H, p.W);
+  const int64_t per_item = (p.Ho + kForwardRows - 1) / kForwardRows;
+  parallel_for_dynamic(p.batch() * per_item, num_threads, [&](int64_t t) {
+    const int64_t i0 = t % per_item * kForwardRows;
+    rows(p, out, t / per_item, i0, std::min(i0 + kForwardRows, p.Ho));
+  });
 }
 
 // One task per (x image, channel block), a partition fixed by the sizes: grad_x and grad_h are
@@ -151,8 +376,8 @@ template <typename T>
 void backward_tasks(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x, acc_t<T>* grad_h,
                     acc_t<T>* partials, int num_threads) {
   const int64_t B = p.batch(), blocks = homography_cpu_channel_blocks(p.Bx, p.C);
-  const auto task = pick_backward_task<T>();
-  parallel_for(p.Bx * blocks, num_threads, [&](int64_t t) {
+  const auto task = pick_backward_task<T>(p.H, p.W);
+  parallel_for_dynamic(p.Bx * blocks, num_threads, [&](int64_t t) {
     task(p, grad, grad_x, grad_h ? partials : nullptr, t / blocks, t % blocks, blocks);
   });
   if (!grad_h) return;
@@ -178,7 +403,7 @@ void homography_forward_cpu(std::uintptr_t x, std::uintptr_t h, std::uintptr_t o
     using T = typename decltype(tag)::type;
     const Problem<T> p{reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), Bx, Bh, C, H, W, Ho, Wo,
                        homography_geometry<acc_t<T>>(H, W, Ho, Wo, border, normalized)};
-    forward_rows(p, reinterpret_cast<T*>(out), num_threads);
+    forward_tasks(p, reinterpret_cast<T*>(out), num_threads);
   });
 }
 

@@ -79,7 +79,10 @@ def _backward(
     sizes = _launch_arguments(x, h, height, width, padding_mode, coords)
     # The kernels accumulate in float (double for double); half/bf16 are converted at the end.
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grad_x = torch.zeros(x.shape, dtype=acc, device=x.device) if need_x else None
+    # The CPU kernel zero-fills grad_x itself (each task its own planes, just before adding to
+    # them); the CUDA kernels add to a zero-filled one.
+    new_grad_x = torch.zeros if x.device.type == "cuda" else torch.empty
+    grad_x = new_grad_x(x.shape, dtype=acc, device=x.device) if need_x else None
     grad_h = torch.empty(h.shape, dtype=acc, device=x.device) if need_h else None
     partials = None
     if need_h:
