@@ -195,8 +195,6 @@ struct PortableSegmentMath {
 // plane and a NaN or Inf outside the taps cannot reach a result (a tap not read is 0, not
 // 0 * value). Only for functions compiled for AVX2 + FMA.
 struct Avx2SegmentMath : PortableSegmentMath {
-  // (add_coord_grad: GCC's own vectorisation of the portable loop, which assembles the taps
-  // from scalar loads, beats AVX2 gathers there.)
   using PortableSegmentMath::add_coord_grad;
   using PortableSegmentMath::fill_taps;
   using PortableSegmentMath::interpolate;
@@ -309,6 +307,30 @@ struct Avx2SegmentMath : PortableSegmentMath {
           _mm256_maskstore_ps(out, store_mask, value);
         }
       }
+    }
+  }
+
+  // Runs over whole vectors: g, gsx and gsy hold kLanes-padded segments (pixels past s.n read
+  // no tap; what lands in their lanes is never used).
+  static PYDEFORM_AVX2_INLINE void add_coord_grad(const float* plane, const Segment<float, int32_t>& s,
+                                                  const float* g, float* gsx, float* gsy) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (int64_t q = 0; q < s.n; q += kLanes) {
+      __m256i offset[4];
+      __m256 read[4], v[4];
+      load_taps(s, q, offset, read);
+      taps(plane, s, q, all_read(read), offset, read, v);
+      const __m256 fx = _mm256_loadu_ps(s.fx + q), fy = _mm256_loadu_ps(s.fy + q);
+      // bilinear_coord_grad
+      const __m256 gx = _mm256_mul_ps(_mm256_fmadd_ps(fy, _mm256_sub_ps(v[3], v[2]),
+                                                      _mm256_mul_ps(_mm256_sub_ps(one, fy), _mm256_sub_ps(v[1], v[0]))),
+                                      _mm256_loadu_ps(s.dsx + q));
+      const __m256 gy = _mm256_mul_ps(_mm256_fmadd_ps(fx, _mm256_sub_ps(v[3], v[1]),
+                                                      _mm256_mul_ps(_mm256_sub_ps(one, fx), _mm256_sub_ps(v[2], v[0]))),
+                                      _mm256_loadu_ps(s.dsy + q));
+      const __m256 gq = _mm256_loadu_ps(g + q);
+      _mm256_storeu_ps(gsx + q, _mm256_fmadd_ps(gq, gx, _mm256_loadu_ps(gsx + q)));
+      _mm256_storeu_ps(gsy + q, _mm256_fmadd_ps(gq, gy, _mm256_loadu_ps(gsy + q)));
     }
   }
 };
