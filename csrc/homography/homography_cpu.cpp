@@ -387,6 +387,9 @@ PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeome
   }
 }
 
+// Channels whose backward scatters are interleaved.
+constexpr int64_t kChannelGroup = 4;
+
 // Output rows per forward task: a few consecutive rows, which share input rows.
 constexpr int64_t kForwardRows = 4;
 
@@ -447,7 +450,8 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
   const T* x_image = p.x + bx * p.C * in_plane;
   A* grad_x_image = grad_x ? grad_x + bx * p.C * in_plane : nullptr;
   if (grad_x_image) std::fill(grad_x_image + c0 * in_plane, grad_x_image + c1 * in_plane, A(0));
-  A g[kSegment] = {}, gsx[kSegment], gsy[kSegment];  // (padded segments: see add_coord_grad)
+  // g[u]: the output gradient of channel c + u of the segment (padded: see add_coord_grad).
+  A g[kChannelGroup][kSegment] = {}, gsx[kSegment], gsy[kSegment];
   for (int64_t k = 0; k < per_image; ++k) {
     const int64_t b = p.Bx == 1 ? k : bx;
     A m[9];
@@ -461,16 +465,26 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
     const auto segment = [&](const Segment<A, I>& s) {
       std::fill_n(gsx, padded_size(s.n), A(0));
       std::fill_n(gsy, padded_size(s.n), A(0));
-      for (int64_t c = c0; c < c1; ++c) {
-        const T* grad_row = grad_out.pixel(b, s.i, s.j0) + c * grad_out.stride_c;
-        for (int64_t q = 0; q < s.n; ++q) g[q] = load(grad_row + q * grad_out.stride_j);
-        // d loss / d (sx, sy), summed over the channels
-        if (partials) Math::add_coord_grad(x_image + c * in_plane, s, g, gsx, gsy);
-        if (grad_x_image) {  // the scatter, pixel by pixel and tap by tap in order
+      for (int64_t c = c0; c < c1; c += kChannelGroup) {
+        const int64_t group = std::min(kChannelGroup, c1 - c);
+        for (int64_t u = 0; u < group; ++u) {
+          const T* grad_row = grad_out.pixel(b, s.i, s.j0) + (c + u) * grad_out.stride_c;
+          for (int64_t q = 0; q < s.n; ++q) g[u][q] = load(grad_row + q * grad_out.stride_j);
+          // d loss / d (sx, sy), summed over the channels in order
+          if (partials) Math::add_coord_grad(x_image + (c + u) * in_plane, s, g[u], gsx, gsy);
+        }
+        if (grad_x_image) {
+          // The scatter, pixel by pixel and tap by tap in order in each plane. The channels of
+          // the group are interleaved: neighbouring pixels add to the same taps, and the
+          // read-modify-write chains of different planes then overlap instead of waiting.
           A* plane = grad_x_image + c * in_plane;
           for (int64_t q = 0; q < s.n; ++q) {
-            for (int t = 0; t < 4; ++t)
-              if (s.read[t][q]) plane[s.offset[t][q]] += g[q] * s.weight[t][q];
+            for (int t = 0; t < 4; ++t) {
+              if (!s.read[t][q]) continue;
+              A* tap = plane + s.offset[t][q];
+              const A weight = s.weight[t][q];
+              for (int64_t u = 0; u < group; ++u) tap[u * in_plane] += g[u][q] * weight;
+            }
           }
         }
       }
