@@ -58,6 +58,7 @@ template <typename T> struct Problem {
 
 constexpr int64_t kSegment = 64;  // output pixels whose taps are computed together
 constexpr int64_t kLanes = 8;      // floats per AVX2 vector; kSegment is a multiple
+constexpr int64_t kChannelGroup = 4;  // channels whose backward loops are interleaved
 inline int64_t padded_size(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // 0/1 flags as wide as A, so that selects on them vectorise with A.
@@ -172,16 +173,20 @@ struct PortableSegmentMath {
       }
     }
   }
-  // gsx[q], gsy[q] += g[q] * d value / d (sx, sy) of pixel q in one channel plane, for q < s.n.
+  // gsx[q], gsy[q] += g[u][q] * d value / d (sx, sy) of pixel q in the plane of channel u, for
+  // q < s.n and channels u = 0 .. channels - 1 (<= kChannelGroup, in_plane apart) in order.
   template <typename T, typename A, typename I>
-  static PYDEFORM_ALWAYS_INLINE void add_coord_grad(const T* plane, const Segment<A, I>& s, const A* g, A* gsx,
-                                                    A* gsy) {
-    for (int64_t q = 0; q < s.n; ++q) {
-      A v[4], gx, gy;
-      segment_gather(plane, s, q, v);
-      bilinear_coord_grad(s.fx[q], s.fy[q], s.dsx[q], s.dsy[q], v, gx, gy);
-      gsx[q] += g[q] * gx;
-      gsy[q] += g[q] * gy;
+  static PYDEFORM_ALWAYS_INLINE void add_coord_grad(const T* planes, int64_t in_plane, int64_t channels,
+                                                    const Segment<A, I>& s, const A (*g)[kSegment], A* gsx, A* gsy) {
+    for (int64_t u = 0; u < channels; ++u) {
+      const T* plane = planes + u * in_plane;
+      for (int64_t q = 0; q < s.n; ++q) {
+        A v[4], gx, gy;
+        segment_gather(plane, s, q, v);
+        bilinear_coord_grad(s.fx[q], s.fy[q], s.dsx[q], s.dsy[q], v, gx, gy);
+        gsx[q] += g[u][q] * gx;
+        gsy[q] += g[u][q] * gy;
+      }
     }
   }
 };
@@ -311,26 +316,36 @@ struct Avx2SegmentMath : PortableSegmentMath {
   }
 
   // Runs over whole vectors: g, gsx and gsy hold kLanes-padded segments (pixels past s.n read
-  // no tap; what lands in their lanes is never used).
-  static PYDEFORM_AVX2_INLINE void add_coord_grad(const float* plane, const Segment<float, int32_t>& s,
-                                                  const float* g, float* gsx, float* gsy) {
+  // no tap; what lands in their lanes is never used). Pixel-major: the taps' offsets and masks
+  // are loaded once for the channels, and the planes' loads overlap.
+  static PYDEFORM_AVX2_INLINE void add_coord_grad(const float* planes, int64_t in_plane, int64_t channels,
+                                                  const Segment<float, int32_t>& s, const float (*g)[kSegment],
+                                                  float* gsx, float* gsy) {
     const __m256 one = _mm256_set1_ps(1.0f);
     for (int64_t q = 0; q < s.n; q += kLanes) {
       __m256i offset[4];
-      __m256 read[4], v[4];
+      __m256 read[4];
       load_taps(s, q, offset, read);
-      taps(plane, s, q, all_read(read), offset, read, v);
+      const bool interior = all_read(read);
       const __m256 fx = _mm256_loadu_ps(s.fx + q), fy = _mm256_loadu_ps(s.fy + q);
-      // bilinear_coord_grad
-      const __m256 gx = _mm256_mul_ps(_mm256_fmadd_ps(fy, _mm256_sub_ps(v[3], v[2]),
-                                                      _mm256_mul_ps(_mm256_sub_ps(one, fy), _mm256_sub_ps(v[1], v[0]))),
-                                      _mm256_loadu_ps(s.dsx + q));
-      const __m256 gy = _mm256_mul_ps(_mm256_fmadd_ps(fx, _mm256_sub_ps(v[3], v[1]),
-                                                      _mm256_mul_ps(_mm256_sub_ps(one, fx), _mm256_sub_ps(v[2], v[0]))),
-                                      _mm256_loadu_ps(s.dsy + q));
-      const __m256 gq = _mm256_loadu_ps(g + q);
-      _mm256_storeu_ps(gsx + q, _mm256_fmadd_ps(gq, gx, _mm256_loadu_ps(gsx + q)));
-      _mm256_storeu_ps(gsy + q, _mm256_fmadd_ps(gq, gy, _mm256_loadu_ps(gsy + q)));
+      const __m256 dsx = _mm256_loadu_ps(s.dsx + q), dsy = _mm256_loadu_ps(s.dsy + q);
+      __m256 sum_x = _mm256_loadu_ps(gsx + q), sum_y = _mm256_loadu_ps(gsy + q);
+      for (int64_t u = 0; u < channels; ++u) {
+        __m256 v[4];
+        taps(planes + u * in_plane, s, q, interior, offset, read, v);
+        // bilinear_coord_grad
+        const __m256 gx = _mm256_mul_ps(
+            _mm256_fmadd_ps(fy, _mm256_sub_ps(v[3], v[2]), _mm256_mul_ps(_mm256_sub_ps(one, fy), _mm256_sub_ps(v[1], v[0]))),
+            dsx);
+        const __m256 gy = _mm256_mul_ps(
+            _mm256_fmadd_ps(fx, _mm256_sub_ps(v[3], v[1]), _mm256_mul_ps(_mm256_sub_ps(one, fx), _mm256_sub_ps(v[2], v[0]))),
+            dsy);
+        const __m256 gq = _mm256_loadu_ps(g[u] + q);
+        sum_x = _mm256_fmadd_ps(gq, gx, sum_x);
+        sum_y = _mm256_fmadd_ps(gq, gy, sum_y);
+      }
+      _mm256_storeu_ps(gsx + q, sum_x);
+      _mm256_storeu_ps(gsy + q, sum_y);
     }
   }
 };
@@ -386,9 +401,6 @@ PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeome
     if (t % per_row == per_row - 1) end_row(i0 + t / per_row);
   }
 }
-
-// Channels whose backward scatters are interleaved.
-constexpr int64_t kChannelGroup = 4;
 
 // Output rows per forward task: a few consecutive rows, which share input rows.
 constexpr int64_t kForwardRows = 4;
@@ -470,9 +482,9 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
         for (int64_t u = 0; u < group; ++u) {
           const T* grad_row = grad_out.pixel(b, s.i, s.j0) + (c + u) * grad_out.stride_c;
           for (int64_t q = 0; q < s.n; ++q) g[u][q] = load(grad_row + q * grad_out.stride_j);
-          // d loss / d (sx, sy), summed over the channels in order
-          if (partials) Math::add_coord_grad(x_image + (c + u) * in_plane, s, g[u], gsx, gsy);
         }
+        // d loss / d (sx, sy), summed over the channels in order
+        if (partials) Math::add_coord_grad(x_image + c * in_plane, in_plane, group, s, g, gsx, gsy);
         if (grad_x_image) {
           // The scatter, pixel by pixel and tap by tap in order in each plane. The channels of
           // the group are interleaved: neighbouring pixels add to the same taps, and the
