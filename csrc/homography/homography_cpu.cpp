@@ -194,11 +194,12 @@ struct PortableSegmentMath {
 #if PYDEFORM_X86_DISPATCH
 #define PYDEFORM_AVX2_INLINE inline __attribute__((target("avx2,fma")))
 
-// The same loops with AVX2 gathers, kLanes pixels at a time, for float with 32-bit offsets
-// (the compiler does not vectorise the tap loads itself); other types fall back to the
-// portable loops. A gather reads only the taps whose read mask is set, so it never leaves the
-// plane and a NaN or Inf outside the taps cannot reach a result (a tap not read is 0, not
-// 0 * value). Only for functions compiled for AVX2 + FMA.
+// The same loops in AVX2 intrinsics, kLanes pixels at a time, for float with 32-bit offsets
+// (GCC vectorises neither the tap geometry nor the forward's tap loads); other types fall back
+// to the portable loops. Taps are read by pair loads where all are inside the image, else by
+// masked gathers, which read only the taps whose read mask is set: no load leaves the plane and
+// a NaN or Inf outside the taps cannot reach a result (a tap not read is 0, not 0 * value).
+// Only for functions compiled for AVX2 + FMA.
 struct Avx2SegmentMath : PortableSegmentMath {
   using PortableSegmentMath::add_coord_grad;
   using PortableSegmentMath::fill_taps;
