@@ -123,7 +123,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     workers: int = 2
-    synth_train: int = 4000
+    synth_train: int = 2000
     synth_test: int = 500
     progress: bool = True
 
@@ -176,7 +176,7 @@ class TrainConfig:
 # ----------------------------------------------------------------------------- data
 
 
-def synthetic_data(size: tuple[int, int], train: int = 4000, test: int = 500, progress: bool = True) -> Path:
+def synthetic_data(size: tuple[int, int], train: int = 2000, test: int = 500, progress: bool = True) -> Path:
     """The synthetic placement set at `size`, written once into
     cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test} (a temporary folder renamed
     into place, so an interrupted or concurrent writer leaves no half set)."""
@@ -567,7 +567,7 @@ def evaluate(
     if data is None:
         data, glasses = trained.get("data"), glasses if glasses is not None else trained.get("glasses")
     if data is None or data == "synthetic":
-        root = synthetic_data(model_config.size, trained.get("synth_train", 4000), trained.get("synth_test", 500), progress)
+        root = synthetic_data(model_config.size, trained.get("synth_train", 2000), trained.get("synth_test", 500), progress)
     else:
         root = Path(data)
     test_set = _open_split(root, "test", glasses, model_config)
