@@ -251,6 +251,19 @@ def _add_train_stgan(subparsers: argparse._SubParsersAction) -> None:
         "--init-noise", type=float, default=0.1,
         help="--supervised: std of the fresh perturbation p_init = p_true + s N(0, 1) (0: the data's p_init)",
     )
+    p.add_argument(
+        "--paired-reals", action="store_true",
+        help="critic reals = each sample's own real composite (same background; lower variance, not ST-GAN's "
+        "unpaired setting)",
+    )
+    p.add_argument(
+        "--init-from-previous", action="store_true",
+        help="start generator k >= 2 as a copy of generator k-1 (ST-GAN's --loadGP prev)",
+    )
+    p.add_argument(
+        "--d-init-noise", type=float, default=0.0,
+        help="stage 0: critic fakes at p_init + s N(0, 1) (ST-GAN's critic-only stage used larger perturbations)",
+    )
     p.add_argument("--ops", choices=OPS, default="pydeform", help="warp sampler (the same function)")
     p.add_argument("--g-widths", type=_widths, default=(32, 64, 128, 256, 512), help="generator conv filters")
     p.add_argument("--d-widths", type=_widths, default=(32, 64, 128, 256, 512), help="critic conv filters")
@@ -296,7 +309,9 @@ def _run_train_stgan(args: argparse.Namespace) -> int:
             model=model, out=args.out, data=args.data, glasses=args.glasses, supervised=args.supervised,
             steps_per_stage=args.steps_per_stage, d_steps=args.d_steps, batch_size=args.batch_size,
             lr_g=args.lr_g, lr_d=args.lr_d, d_updates=args.d_updates, gp_weight=args.gp_weight,
-            dp_weight=args.dp_weight, history=args.history, init_noise=args.init_noise, resume=args.resume,
+            dp_weight=args.dp_weight, history=args.history, init_noise=args.init_noise,
+            paired_reals=args.paired_reals, init_from_previous=args.init_from_previous,
+            d_init_noise=args.d_init_noise, resume=args.resume,
             device=args.device, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
             log_every=args.log_every, seed=args.seed, workers=args.workers, synth_train=args.synth_train,
             synth_test=args.synth_test, progress=not args.no_progress,

@@ -11,8 +11,11 @@ Adversarial mode (default), WGAN-GP (`pydeform.losses.wgan`):
   batchSize = 20, `updateHistory` in glasses/data.py). Every generator has its own Adam;
   the critic's Adam runs through all stages.
 Reals are drawn independently of the backgrounds being composited (their own data order),
-as in the unpaired glasses experiment, so the critic never sees a fake and the real
-composite of the same background side by side by construction.
+as in the unpaired glasses experiment. `paired_reals=True` instead takes each sample's own
+real composite (the same background, foreground at p_true; synthetic data): the critic
+still scores every image on its own and the generator never sees p_true, but the real and
+fake halves of a critic batch then share their backgrounds, which lowers the variance of
+the critic's estimate (an option for small budgets, not ST-GAN's setting).
 
 Supervised mode (`supervised=True`, ST-GAN's pretraining of the indoor experiment,
 `indoor/pretrain_homo.py`): no critic; stage k trains generator k with the L2 loss
@@ -98,6 +101,13 @@ class TrainConfig:
     update (2, ST-GAN's updateD). gp_weight: 10 (gradlambda); dp_weight: 1 (dplambda).
     history: capacity of the history of fakes (ST-GAN: 10000; 0 disables it).
     init_noise: supervised only: the std of the fresh perturbation of p_true.
+    paired_reals: adversarial only: the critic's reals are the batch's own real composites
+    (see the module docstring) instead of an independent draw.
+    init_from_previous: generator k >= 2 starts as a copy of generator k - 1 (ST-GAN's
+    `--loadGP prev` in train_STGAN.py) instead of from the random init.
+    d_init_noise: stage 0 only: the critic's fakes are placed at p_init + d_init_noise
+    N(0, 1), larger misplacements than at test time (ST-GAN trained its critic alone with
+    pertFG 0.2 instead of 0.1, glasses/train.sh; 0.17 on top of the data's 0.1 gives 0.2).
     sample_every / checkpoint_every: 0 writes them at the end of each stage only.
     """
 
@@ -116,6 +126,9 @@ class TrainConfig:
     dp_weight: float = 1.0
     history: int = 1000
     init_noise: float = 0.1
+    paired_reals: bool = False
+    init_from_previous: bool = False
+    d_init_noise: float = 0.0
     resume: bool = False
     device: str = "cpu"
     sample_every: int = 200
@@ -143,7 +156,7 @@ class TrainConfig:
         for name in ("lr_g", "lr_d"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gp_weight", "dp_weight", "init_noise"):
+        for name in ("gp_weight", "dp_weight", "init_noise", "d_init_noise"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda"):
@@ -376,6 +389,8 @@ def _train_step(networks: _Networks, config: TrainConfig, stage: int, batch: dic
 
     p_init = batch["p_init"]
     if stage == 0:
+        if config.d_init_noise > 0:
+            p_init = p_init + config.d_init_noise * torch.randn_like(p_init)
         with torch.no_grad():
             fake = model(background, foreground, p_init, steps=0).composites[0]
         return _critic_steps(networks, config, real, fake)
@@ -423,7 +438,8 @@ def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
             + ", ".join(f"{k} {saved.get(k)!r} (checkpoint) vs {getattr(config.model, k)!r}" for k in differ)
         )
     trained = state["train_config"]
-    for key in ("supervised", "steps_per_stage", "d_steps", "batch_size"):
+    for key in ("supervised", "steps_per_stage", "d_steps", "batch_size", "paired_reals", "init_from_previous",
+                "d_init_noise"):
         if trained.get(key) != getattr(config, key):
             raise ValueError(
                 f"cannot resume {path}: {key} was {trained.get(key)!r}, now {getattr(config, key)!r} "
@@ -467,7 +483,8 @@ def train(config: TrainConfig) -> dict[str, float]:
         return DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers, pin_memory=device.type == "cuda")
 
     batches = iter(loader(config.seed))
-    reals = None if config.supervised else iter(loader(config.seed + REAL_SEED_OFFSET))
+    unpaired = not (config.supervised or config.paired_reals)
+    reals = iter(loader(config.seed + REAL_SEED_OFFSET)) if unpaired else None
     networks = _build_networks(config, device, state)
     networks.model.train()
 
@@ -477,6 +494,7 @@ def train(config: TrainConfig) -> dict[str, float]:
     count = min(NUM_SAMPLES, len(sample_set))
     sample_batch = _to_device(default_collate([sample_set[i] for i in range(count)]), device)
     stage_ends = np.cumsum(config.stage_lengths).tolist()
+    stage_starts = [0, *stage_ends[:-1]]
 
     def write_outputs(step: int, stage: int, samples: bool, checkpoint: bool) -> None:
         if samples:
@@ -499,8 +517,11 @@ def train(config: TrainConfig) -> dict[str, float]:
             if stage != trainable:
                 _set_trainable(networks.model, stage)
                 trainable = stage
+            if config.init_from_previous and stage >= 2 and step == stage_starts[stage]:
+                generators = networks.model.generators
+                generators[stage - 1].load_state_dict(generators[stage - 2].state_dict())
             batch = _to_device(next(batches), device)
-            real = _to_device(next(reals), device)["real"] if reals is not None else None
+            real = _to_device(next(reals), device)["real"] if reals is not None else batch["real"]
             seed_step(config.seed, 0, step)  # alpha, history, perturbations: a function of (seed, step)
             losses = _train_step(networks, config, stage, batch, real)
             done = step + 1

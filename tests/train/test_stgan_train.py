@@ -134,6 +134,21 @@ def test_resume_refuses_other_settings(data_root, tmp_path):
         train(tiny(data_root, out, d_steps=1, steps_per_stage=2, resume=True))
 
 
+@pytest.mark.parametrize("copy", [True, False])
+def test_init_from_previous_copies_the_last_generator(data_root, tmp_path, monkeypatch, copy):
+    # Stage 2's steps are skipped, so generator 2 keeps what it started the stage with.
+    real_step = stgan._train_step
+    monkeypatch.setattr(stgan, "_train_step", lambda networks, config, stage, *rest: (
+        real_step(networks, config, stage, *rest) if stage < 2 else {}))  # fmt: skip
+    out = tmp_path / "run"
+    train(tiny(data_root, out, supervised=True, init_from_previous=copy))
+    weights = load_checkpoint(out / "checkpoint.pt")["generators"]
+    first = {k.removeprefix("generators.0."): v for k, v in weights.items() if k.startswith("generators.0.")}
+    second = {k.removeprefix("generators.1."): v for k, v in weights.items() if k.startswith("generators.1.")}
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first) == copy
+
+
 # ----------------------------------------------------------------------------- steps
 
 
