@@ -4,6 +4,7 @@
                              [--variant baseline|dsc|full] [--vgg19 PATH | --random-vgg] ...
     pydeform test deformgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
     pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
+    pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
     pydeform train stgan [--data DIR|synthetic] --warps N --steps-per-stage S --out RUN [--supervised] ...
     pydeform test stgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
 
@@ -196,6 +197,42 @@ def _run_synth_pose_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synth_placement(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "placement",
+        help="glasses to place on cartoon faces, with the correct ST-GAN warp known",
+        description=(
+            "Write the synthetic ST-GAN placement task: backgrounds with a face placed by a random "
+            "similarity, RGBA glasses in the face's canonical frame, real composites at the correct "
+            "placement, and placement-{train,test}.csv with p_true and p_init = p_true + 0.1 N(0, 1). "
+            "Deterministic for a seed."
+        ),
+    )
+    p.add_argument("--out", required=True, help="folder to write into")
+    p.add_argument("--size", type=_size, default=(64, 64), metavar="HxW",
+                   help="image size (default 64x64; 144x144 is ST-GAN's glasses size)")
+    p.add_argument("--train", type=int, default=2000, help="training samples (default 2000)")
+    p.add_argument("--test", type=int, default=500, help="test samples (default 500)")
+    p.add_argument("--foregrounds", type=int, default=32, help="glasses objects per split (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_synth_placement, parser=p)
+
+
+def _run_synth_placement(args: argparse.Namespace) -> int:
+    from pydeform.data.synth_placement import write_placement
+
+    try:
+        info = write_placement(args.out, args.size, args.train, args.test, args.seed, progress=not args.no_progress,
+                               foregrounds=args.foregrounds)  # fmt: skip
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    counts = info["counts"]
+    print(f"wrote {counts['train']} + {counts['test']} placement samples (train + test) of size "
+          f"{info['size'][0]}x{info['size'][1]} to {args.out}", flush=True)  # fmt: skip
+    return 0
+
+
 # ----------------------------------------------------------------------------- ST-GAN
 
 
@@ -374,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_test_deformgan(test_models)
     _add_test_stgan(test_models)
     synth = commands.add_parser("synth", help="write a synthetic dataset", description="Write a synthetic dataset.")
-    _add_synth_pose_pairs(synth.add_subparsers(dest="kind", required=True, metavar="KIND"))
+    kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
+    _add_synth_pose_pairs(kinds)
+    _add_synth_placement(kinds)
     return parser
 
 

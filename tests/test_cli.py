@@ -7,7 +7,10 @@ import torch
 from PIL import Image
 
 from pydeform.cli import main
+from pydeform.data import Placement
 from pydeform.data.pose_pairs import PosePairs
+from pydeform.geometry import composite, params_to_matrix
+from pydeform.ops import homography_sample
 
 
 def run_cli(argv, capsys):
@@ -114,3 +117,40 @@ def test_synth_pose_pairs_rejects_bad_arguments(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit:
             main(["synth", "pose-pairs", "--out", str(tmp_path / "x"), *argv])
         assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_synth_placement_writes_a_loadable_set(tmp_path, capsys):
+    argv = ["synth", "placement", "--size", "32x40", "--train", "3", "--test", "2", "--foregrounds", "2", "--seed", "4",
+            "--no-progress"]  # fmt: skip
+    out = tmp_path / "synth"
+    code, printed = run_cli([*argv, "--out", str(out)], capsys)
+    assert code == 0 and "3 + 2 placement samples" in printed.out and "32x40" in printed.out
+    info = json.loads((out / "info.json").read_text())
+    assert info["size"] == [32, 40] and info["seed"] == 4 and info["counts"] == {"train": 3, "test": 2}
+    test = Placement(out, "test")
+    assert len(Placement(out, "train")) == 3 and len(test) == 2
+    item = test[1]
+    assert item["background"].shape == (3, 32, 40) and item["foreground"].shape == (4, 32, 40)
+    real = composite(homography_sample(item["foreground"][None], params_to_matrix(item["p_true"][None]),
+                                       coords="normalized"), item["background"][None])[0]  # fmt: skip
+    assert (real - item["real"]).abs().max() <= 0.5 / 255 + 1e-5
+    again = tmp_path / "again"
+    run_cli([*argv, "--out", str(again)], capsys)
+    files = sorted(path for path in out.rglob("*") if path.is_file())
+    assert len(files) == 3 + 2 + 2 * 2 + 3 + 2 + 2 + 1
+    for path in files:
+        assert path.read_bytes() == (again / path.relative_to(out)).read_bytes(), path
+
+
+def test_synth_placement_rejects_bad_arguments(tmp_path, capsys):
+    for argv, message in ((["--train", "0"], "train"), (["--test", "-2"], "test"), (["--size", "64"], "HxW"),
+                          (["--size", "8x8"], "size"), (["--seed", "-1"], "seed")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit:
+            main(["synth", "placement", "--out", str(tmp_path / "x"), *argv])
+        assert exit.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit):
+        main(["synth", "placement", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--out", "--size", "--train", "--test", "--seed", "--no-progress"):
+        assert flag in text

@@ -34,7 +34,7 @@ def test_bare_checkout_trains_on_synthetic_data_then_tests(tmp_path, monkeypatch
                  "--synth-test", "4", "--out", str(run), *TINY])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0 and "final step=3" in printed
-    cache = tmp_path / "cache" / "synth-placement-16x16-seed0-n8-4"
+    (cache,) = (tmp_path / "cache").glob("synth-placement-16x16-seed0-n8-4-*")
     assert len(Placement(cache, "train")) == 8 and len(Placement(cache, "test")) == 4
     assert (run / "checkpoint.pt").is_file() and len(list((run / "samples").glob("*.png"))) == 2
 

@@ -1,6 +1,6 @@
-"""Datasets: the Deformable GAN authors' pose-pair format, ST-GAN placement data and
-synthetic data generators."""
-from pydeform.data.placement import Placement
+"""Datasets: the Deformable GAN authors' pose-pair format, ST-GAN placement data (synthetic
+and CelebA glasses) and synthetic data generators."""
+from pydeform.data.placement import CelebAGlasses, Placement
 from pydeform.data.pose_pairs import PosePairs
 
-__all__ = ["Placement", "PosePairs"]
+__all__ = ["CelebAGlasses", "Placement", "PosePairs"]

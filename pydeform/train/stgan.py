@@ -45,6 +45,7 @@ written once into $PYDEFORM_CACHE or ~/.cache/pydeform.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -191,10 +192,15 @@ class TrainConfig:
 
 def synthetic_data(size: tuple[int, int], train: int = 2000, test: int = 500, progress: bool = True) -> Path:
     """The synthetic placement set at `size`, written once into
-    cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test} (a temporary folder renamed
-    into place, so an interrupted or concurrent writer leaves no half set)."""
+    cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test}-{generator} (a temporary folder
+    renamed into place, so an interrupted or concurrent writer leaves no half set).
+    {generator} is a digest of the generator's source, so a changed generator never reuses
+    a set written by an older one."""
+    from pydeform.data import synth_placement
+
     height, width = size
-    root = cache_dir() / f"synth-placement-{height}x{width}-seed{SYNTH_SEED}-n{train}-{test}"
+    generator = hashlib.sha256(Path(synth_placement.__file__).read_bytes()).hexdigest()[:10]
+    root = cache_dir() / f"synth-placement-{height}x{width}-seed{SYNTH_SEED}-n{train}-{test}-{generator}"
     if not root.exists():
         from pydeform.data.synth_placement import write_placement
 
