@@ -274,3 +274,32 @@ def test_config_errors(data_root, tmp_path):
     assert [config.stage_of(s) for s in range(7)] == [0, 0, 0, 1, 1, 2, 2]
     assert tiny(data_root, tmp_path, supervised=True).stage_lengths == [0, 2, 2]
     assert TrainConfig(data="synthetic", steps_per_stage=5).data is None and TrainConfig(steps_per_stage=5).d_steps == 5
+
+
+def test_celeba_layout_trains_adversarially_and_yields_images(tmp_path):
+    # A CelebA-format folder: 178 x 218 JPEGs, an attribute file with the Eyeglasses column,
+    # the partition file; glasses PNGs with alpha. 4 + 2 training faces, 1 + 1 test faces.
+    root, frames = tmp_path / "celeba", tmp_path / "glasses"
+    (root / "img_align_celeba").mkdir(parents=True)
+    frames.mkdir()
+    faces = [("000001.jpg", 0, False), ("000002.jpg", 0, True), ("000003.jpg", 0, False), ("000004.jpg", 0, False),
+             ("000005.jpg", 0, True), ("000006.jpg", 0, False), ("000007.jpg", 2, False), ("000008.jpg", 2, True)]  # fmt: skip
+    rng = np.random.default_rng(0)
+    for name, _, _ in faces:
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(root / "img_align_celeba" / name)
+    rows = [f"{name} {1 if glasses else -1} -1" for name, _, glasses in faces]
+    (root / "list_attr_celeba.txt").write_text("\n".join([str(len(faces)), "Eyeglasses Male", *rows]) + "\n")
+    (root / "list_eval_partition.txt").write_text("".join(f"{name} {part}\n" for name, part, _ in faces))
+    rgba = np.zeros((144, 144, 4), np.uint8)
+    rgba[50:70, 20:124] = (30, 30, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(frames / "frames.png")
+
+    settings = dict(model=STGANConfig(size=SIZE, warps=1, **SMALL), out=str(tmp_path / "run"), data=str(root),
+                    glasses=str(frames), steps_per_stage=1, d_steps=1, batch_size=4, workers=0, progress=False,
+                    sample_every=0, checkpoint_every=0)  # fmt: skip
+    with pytest.raises(ValueError, match="p_true"):
+        train(TrainConfig(**settings, supervised=True))
+    assert train(TrainConfig(**settings))["step"] == 2
+    result = evaluate(tmp_path / "run" / "checkpoint.pt", tmp_path / "eval", progress=False)
+    assert result["samples"] == 1 and "corner_error_px" not in result
+    assert np.asarray(Image.open(tmp_path / "eval" / "images" / "000000.png")).shape == (*SIZE, 3)
