@@ -5,6 +5,8 @@
     pydeform test deformgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
     pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
     pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
+    pydeform train stgan [--data DIR|synthetic] --warps N --steps-per-stage S --out RUN [--supervised] ...
+    pydeform test stgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
 
 Multi-process training: torchrun --nproc_per_node=K -m pydeform.cli train deformgan ...
 (`python -m pydeform.cli` is the same command as `pydeform`).
@@ -231,14 +233,183 @@ def _run_synth_placement(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- ST-GAN
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints like 32,64,128,256,512, got {text!r}")
+    return widths
+
+
+def _add_train_stgan(subparsers: argparse._SubParsersAction) -> None:
+    from pydeform.models.stgan import OPS
+
+    p = subparsers.add_parser(
+        "stgan",
+        help="ST-GAN (Lin et al., CVPR 2018): warp a foreground onto a background",
+        description=(
+            "Train ST-GAN in stages: the critic alone, then warp generators 1..N, each stage adding a "
+            "generator and freezing the earlier ones (WGAN-GP; --supervised: L2 on the warp parameters). "
+            "Without --data it trains on the synthetic placement set, written once into $PYDEFORM_CACHE or "
+            "~/.cache/pydeform. Writes RUN/log.jsonl, RUN/samples/*.png (background | initial composite | "
+            "composite after each warp | real) and RUN/checkpoint.pt."
+        ),
+    )
+    p.add_argument(
+        "--data", default="synthetic",
+        help="'synthetic' (default), a folder of `pydeform synth placement`, or a CelebA root (with --glasses)",
+    )
+    p.add_argument("--glasses", metavar="DIR", help="folder of RGBA glasses PNGs: --data is then a CelebA root")
+    p.add_argument("--out", required=True, help="run folder (log, samples, checkpoint)")
+    p.add_argument("--warps", type=int, default=5, help="warp steps N, one generator each (default 5)")
+    p.add_argument("--steps-per-stage", type=int, required=True, help="training steps of each warp stage")
+    p.add_argument("--d-steps", type=int, help="steps of the critic-only stage 0 (default: --steps-per-stage)")
+    p.add_argument(
+        "--supervised", action="store_true",
+        help="pretraining mode: learn to undo perturbations of p_true with an L2 loss (needs data with p_true)",
+    )
+    p.add_argument(
+        "--size", type=_size, metavar="HxW",
+        help="image size (default: the data's; 64x64 synthetic, 144x144 CelebA)",
+    )
+    p.add_argument("--batch-size", type=int, default=20, help="default 20 (ST-GAN's)")
+    p.add_argument("--lr-g", type=float, default=1e-5, help="generator Adam lr (default 1e-5, ST-GAN's)")
+    p.add_argument("--lr-d", type=float, default=1e-5, help="critic Adam lr (default 1e-5, ST-GAN's)")
+    p.add_argument("--d-updates", type=int, default=2, help="critic updates per generator update (default 2)")
+    p.add_argument("--gp-weight", type=float, default=10.0, help="gradient penalty weight (default 10)")
+    p.add_argument("--dp-weight", type=float, default=1.0, help="weight of mean ||dp||^2 in the generator loss")
+    p.add_argument("--history", type=int, default=1000, help="capacity of the history of fakes (0: none)")
+    p.add_argument(
+        "--init-noise", type=float, default=0.1,
+        help="--supervised: std of the fresh perturbation p_init = p_true + s N(0, 1) (0: the data's p_init)",
+    )
+    p.add_argument(
+        "--paired-reals", action="store_true",
+        help="critic reals = each sample's own real composite (same background; lower variance, not ST-GAN's "
+        "unpaired setting)",
+    )
+    p.add_argument(
+        "--init-from-previous", action="store_true",
+        help="start generator k >= 2 as a copy of generator k-1 (ST-GAN's --loadGP prev)",
+    )
+    p.add_argument(
+        "--d-init-noise", type=float, default=0.0,
+        help="stage 0: critic fakes at p_init + s N(0, 1) (ST-GAN's critic-only stage used larger perturbations)",
+    )
+    p.add_argument("--ops", choices=OPS, default="pydeform", help="warp sampler (the same function)")
+    p.add_argument("--g-widths", type=_widths, default=(32, 64, 128, 256, 512), help="generator conv filters")
+    p.add_argument("--d-widths", type=_widths, default=(32, 64, 128, 256, 512), help="critic conv filters")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt (bit-exact)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--sample-every", type=int, default=200, help="steps between sample grids (0: stage ends only)")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: stage ends only)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log.jsonl lines")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--synth-train", type=int, default=2000, help="synthetic training samples (without --data)")
+    p.add_argument("--synth-test", type=int, default=500, help="synthetic test samples (without --data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_train_stgan, parser=p)
+
+
+def _stgan_size(args: argparse.Namespace) -> tuple[int, int]:
+    """--size, else the placement folder's info.json size, else 144x144 (CelebA) or 64x64."""
+    import json
+    from pathlib import Path
+
+    if args.size is not None:
+        return args.size
+    if args.glasses is not None:
+        return (144, 144)
+    info = Path(args.data) / "info.json"
+    if args.data != "synthetic" and info.is_file():
+        return tuple(json.loads(info.read_text())["size"])
+    return (64, 64)
+
+
+def _run_train_stgan(args: argparse.Namespace) -> int:
+    from pydeform.models.stgan import STGANConfig
+    from pydeform.train.stgan import TrainConfig, train
+
+    if args.supervised and args.glasses is not None:
+        args.parser.error("--supervised learns p_true, which CelebA (--glasses) does not have; train adversarially")
+    try:
+        model = STGANConfig(
+            size=_stgan_size(args), warps=args.warps, ops=args.ops, g_widths=args.g_widths, d_widths=args.d_widths
+        )
+        config = TrainConfig(
+            model=model, out=args.out, data=args.data, glasses=args.glasses, supervised=args.supervised,
+            steps_per_stage=args.steps_per_stage, d_steps=args.d_steps, batch_size=args.batch_size,
+            lr_g=args.lr_g, lr_d=args.lr_d, d_updates=args.d_updates, gp_weight=args.gp_weight,
+            dp_weight=args.dp_weight, history=args.history, init_noise=args.init_noise,
+            paired_reals=args.paired_reals, init_from_previous=args.init_from_previous,
+            d_init_noise=args.d_init_noise, resume=args.resume,
+            device=args.device, sample_every=args.sample_every, checkpoint_every=args.checkpoint_every,
+            log_every=args.log_every, seed=args.seed, workers=args.workers, synth_train=args.synth_train,
+            synth_test=args.synth_test, progress=not args.no_progress,
+        )  # fmt: skip
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    result = train(config)
+    print("final " + " ".join(f"{k}={v:.4f}" for k, v in result.items()), flush=True)
+    return 0
+
+
+def _add_test_stgan(subparsers: argparse._SubParsersAction) -> None:
+    from pydeform.models.stgan import OPS
+
+    p = subparsers.add_parser(
+        "stgan",
+        help="ST-GAN",
+        description=(
+            "Apply a trained ST-GAN to the test split: OUT/images/*.png (final composites), OUT/samples.png and "
+            "OUT/metrics.json (mean corner error in pixels before warping and after each warp, where the data "
+            "has p_true)."
+        ),
+    )
+    p.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt of `pydeform train stgan`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on)")
+    p.add_argument("--glasses", metavar="DIR", help="glasses PNGs, with --data a CelebA root")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch-size", type=int, default=50)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--ops", choices=OPS, help="override the checkpoint's warp sampler")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_test_stgan, parser=p)
+
+
+def _run_test_stgan(args: argparse.Namespace) -> int:
+    from pydeform.train.stgan import evaluate, format_metrics
+
+    if args.glasses is not None and args.data is None:
+        args.parser.error("--glasses needs --data (the CelebA root)")
+    result = evaluate(
+        args.checkpoint, args.out, data=args.data, glasses=args.glasses, device=args.device,
+        batch_size=args.batch_size, workers=args.workers, ops=args.ops, progress=not args.no_progress,
+    )  # fmt: skip
+    print(format_metrics(result), flush=True)
+    print(f"wrote {args.out}/metrics.json and {result['samples']} composites in {args.out}/images", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydeform` argument parser: `train MODEL ...`, `test MODEL ...`."""
     parser = argparse.ArgumentParser(prog="pydeform", description="pydeform: deformation-based image generation")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = commands.add_parser("train", help="train a model", description="Train a model.")
-    _add_train_deformgan(train.add_subparsers(dest="model", required=True, metavar="MODEL"))
+    train_models = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+    _add_train_deformgan(train_models)
+    _add_train_stgan(train_models)
     test = commands.add_parser("test", help="generate a test split and measure it", description="Test a trained model.")
-    _add_test_deformgan(test.add_subparsers(dest="model", required=True, metavar="MODEL"))
+    test_models = test.add_subparsers(dest="model", required=True, metavar="MODEL")
+    _add_test_deformgan(test_models)
+    _add_test_stgan(test_models)
     synth = commands.add_parser("synth", help="write a synthetic dataset", description="Write a synthetic dataset.")
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_synth_pose_pairs(kinds)

@@ -1,4 +1,5 @@
-"""The model families. `deformgan`: the Deformable GAN generator and discriminator."""
+"""The model families. `deformgan`: the Deformable GAN generator and discriminator;
+`stgan`: ST-GAN's warp generators and critic."""
 from pydeform.models.deformgan import (
     NUM_SKIP_LEVELS,
     OPS,
@@ -11,6 +12,7 @@ from pydeform.models.deformgan import (
     build_discriminator,
     build_generator,
 )
+from pydeform.models.stgan import STGAN, STGANConfig, STGANDiscriminator, WarpGenerator
 
 __all__ = [
     "NUM_SKIP_LEVELS",
@@ -20,6 +22,10 @@ __all__ = [
     "DeformGANConfig",
     "DeformableGenerator",
     "PatchDiscriminator",
+    "STGAN",
+    "STGANConfig",
+    "STGANDiscriminator",
+    "WarpGenerator",
     "Preset",
     "build_discriminator",
     "build_generator",
