@@ -298,12 +298,15 @@ class FakeHistory:
         return mixed
 
     def _store(self, images: Tensor) -> None:
-        for image in images[: self.capacity]:
-            if self.count < self.capacity:
-                self.images = image[None].clone() if self.images is None else torch.cat([self.images, image[None]])
-            else:
-                self.images[self.next] = image
-                self.next = (self.next + 1) % self.capacity
+        images = images[: self.capacity]
+        room = self.capacity - self.count
+        if room > 0:  # filling up: one concatenation per call
+            head = images[:room].clone()
+            self.images = head if self.images is None else torch.cat([self.images, head])
+            images = images[room:]
+        for image in images:  # full: overwrite the oldest
+            self.images[self.next] = image
+            self.next = (self.next + 1) % self.capacity
 
     def state_dict(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "images": self.images, "next": self.next}
