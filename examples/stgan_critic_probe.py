@@ -1,14 +1,19 @@
 """How far does an ST-GAN critic's gradient alone move placements toward the truth?
 
-    python examples/stgan_critic_probe.py RUN/checkpoint.pt [--samples 200] [--iters 20] [--eps 0.01]
+    python examples/stgan_critic_probe.py RUN/checkpoint.pt [--samples 200] [--iters 20] [--eps 0.01] [--oracle]
 
 Takes the critic of an adversarial checkpoint and the test split it was trained on (which
 must have p_true: the synthetic placement set) and, with no generator, moves every sample's
 warp parameters uphill on the critic: p <- p + eps * g / ||g||, g = d D(composite(p)) / dp.
 Prints the mean cosine between g and p_true - p at the start, and the mean corner error
-(pixels) every 5 iterations. A generator trained on this critic learns from the same
-gradients, so this bounds what it can gain from the critic as it is: if following the
-critic directly barely lowers the error, no generator will do much better.
+(pixels) and critic score every 5 iterations. A generator trained on this critic learns from
+the same gradients, so this shows how much placement signal the critic holds: if following
+it directly barely lowers the error, a generator has little to learn from it.
+
+--oracle scores each composite by minus its pixel distance to the sample's own real
+composite instead: the gradient of an ideal critic that knew the answer. It measures the
+data, not a critic: how much a gradient through the bilinear warp can say about the
+placement at all (none where a misplaced foreground no longer overlaps its true place).
 """
 from __future__ import annotations
 
@@ -31,15 +36,17 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--eps", type=float, default=0.01, help="step in p per iteration (L2 norm)")
+    parser.add_argument("--oracle", action="store_true", help="score by -||composite - real|| instead of the critic")
     args = parser.parse_args()
 
     state = load_checkpoint(args.checkpoint)
-    if "discriminator" not in state:
-        raise SystemExit(f"{args.checkpoint} has no critic (a supervised run?)")
     config = STGANConfig.from_dict(state["config"])
-    critic = STGANDiscriminator(config.d_widths, config.init_std)
-    critic.load_state_dict(state["discriminator"])
-    critic.requires_grad_(False)
+    if not args.oracle:
+        if "discriminator" not in state:
+            raise SystemExit(f"{args.checkpoint} has no critic (a supervised run?): use --oracle")
+        critic = STGANDiscriminator(config.d_widths, config.init_std)
+        critic.load_state_dict(state["discriminator"])
+        critic.requires_grad_(False)
     warp = STGAN(config).warp
     trained = state["train_config"]
     root = trained["data"] or synthetic_data(config.size, trained["synth_train"], trained["synth_test"], False)
@@ -53,15 +60,19 @@ def main() -> None:
     p = batch["p_init"].clone()
     for i in range(args.iters + 1):
         p.requires_grad_(True)
-        score = critic(composite(warp(batch["foreground"], p), batch["background"])).flatten(1).mean(1)
+        fake = composite(warp(batch["foreground"], p), batch["background"])
+        if args.oracle:
+            score = -(fake - batch["real"]).flatten(1).norm(dim=1)
+        else:
+            score = critic(fake).flatten(1).mean(1)
         (grad,) = torch.autograd.grad(score.sum(), p)
         p = p.detach()
         if i == 0:
             cosine = cosine_similarity(grad, batch["p_true"] - p, dim=1).mean().item()
-            print(f"cosine(critic gradient, p_true - p_init) = {cosine:.3f} over {p.shape[0]} samples")
+            print(f"cosine(gradient, p_true - p_init) = {cosine:.3f} over {p.shape[0]} samples")
         if i % 5 == 0:
             error = corner_error(params_to_matrix(p.double()), h_true, corners, config.size).mean().item()
-            print(f"iteration {i:3d}: corner error {error:.3f} px")
+            print(f"iteration {i:3d}: corner error {error:.3f} px, score {score.mean().item():.6e}")
         p = p + args.eps * grad / grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 

@@ -1,5 +1,8 @@
 """The ST-GAN trainer (pydeform.train.stgan): stages, freezing, history, resume, evaluation."""
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +306,32 @@ def test_celeba_layout_trains_adversarially_and_yields_images(tmp_path):
     result = evaluate(tmp_path / "run" / "checkpoint.pt", tmp_path / "eval", progress=False)
     assert result["samples"] == 1 and "corner_error_px" not in result
     assert np.asarray(Image.open(tmp_path / "eval" / "images" / "000000.png")).shape == (*SIZE, 3)
+
+
+def _run_probe(checkpoint: Path, *flags: str) -> subprocess.CompletedProcess:
+    script = Path(__file__).resolve().parents[2] / "examples" / "stgan_critic_probe.py"
+    return subprocess.run([sys.executable, str(script), str(checkpoint), *flags], capture_output=True, text=True)
+
+
+def test_critic_probe_example(data_root, tmp_path):
+    train(tiny(data_root, tmp_path / "run"))
+    probe = _run_probe(tmp_path / "run" / "checkpoint.pt", "--iters", "10", "--eps", "0.001")
+    assert probe.returncode == 0, probe.stderr
+    lines = probe.stdout.splitlines()
+    cosine = float(re.search(r"= (-?[\d.]+) over 6 samples", lines[0]).group(1))
+    assert -1 <= cosine <= 1
+    rows = [tuple(map(float, re.search(r"corner error ([\d.]+) px, score (\S+)", line).groups()))
+            for line in lines[1:]]  # fmt: skip
+    assert len(rows) == 3  # iterations 0, 5, 10
+    want = np.mean([_corner_error_by_hand(item["p_init"].double().numpy(), item["p_true"].double().numpy())
+                    for item in Placement(data_root, "test")])  # fmt: skip
+    assert rows[0][0] == pytest.approx(want, abs=1e-3)
+    assert rows[2][1] > rows[0][1]  # uphill on the critic
+    # A supervised run has no critic; the oracle needs none and walks toward p_true.
+    train(tiny(data_root, tmp_path / "sup", supervised=True))
+    probe = _run_probe(tmp_path / "sup" / "checkpoint.pt")
+    assert probe.returncode != 0 and "no critic" in probe.stderr
+    probe = _run_probe(tmp_path / "sup" / "checkpoint.pt", "--oracle", "--iters", "10", "--eps", "0.01")
+    assert probe.returncode == 0, probe.stderr
+    errors = [float(e) for e in re.findall(r"corner error ([\d.]+) px", probe.stdout)]
+    assert errors[0] == pytest.approx(want, abs=1e-3) and errors[-1] < errors[0]
