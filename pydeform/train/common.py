@@ -185,6 +185,23 @@ def save_image_grid(
     return atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
+# ----------------------------------------------------------------------------- settings
+
+
+def check_minimum(config: Any, names: Sequence[str], minimum: float, strict: bool = False) -> None:
+    """Raise ValueError unless config.<name> >= minimum (> minimum when strict) for each
+    name; NaN fails too."""
+    for name in names:
+        value = getattr(config, name)
+        if not (value > minimum if strict else value >= minimum):
+            raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
+
+
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+
 # ----------------------------------------------------------------------------- randomness
 
 
@@ -266,8 +283,7 @@ def setup_distributed(device: str = "cpu") -> DistInfo:
     rank. Without torchrun (WORLD_SIZE unset or 1) it is a single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    check_device(device)
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda: torch sees no CUDA GPU")

@@ -56,6 +56,8 @@ from pydeform.train.common import (
     atomic_write,
     barrier,
     cache_dir,
+    check_device,
+    check_minimum,
     cleanup_distributed,
     load_checkpoint,
     render_pose,
@@ -129,14 +131,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = DeformGANConfig.from_dict(self.model)
-        for name in ("steps", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("sample_every", "checkpoint_every", "workers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        check_minimum(self, ("steps", "batch_size", "log_every"), 1)
+        check_minimum(self, ("sample_every", "checkpoint_every", "workers", "seed"), 0)
+        check_device(self.device)
         if self.amp and self.device != "cuda":
             raise ValueError("amp (mixed precision) needs device='cuda': the fused CPU kernels are float32/float64 only")
         if self.amp_dtype not in AMP_DTYPES:

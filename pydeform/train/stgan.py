@@ -70,6 +70,8 @@ from pydeform.train.common import (
     ResumableBatchSampler,
     atomic_write,
     cache_dir,
+    check_device,
+    check_minimum,
     load_checkpoint,
     save_checkpoint,
     save_image_grid,
@@ -148,20 +150,11 @@ class TrainConfig:
             self.data = None
         if self.d_steps is None:
             self.d_steps = self.steps_per_stage
-        for name in ("steps_per_stage", "batch_size", "log_every", "d_updates", "synth_train", "synth_test"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("d_steps", "sample_every", "checkpoint_every", "workers", "seed", "history"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr_g", "lr_d"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("gp_weight", "dp_weight", "init_noise", "d_init_noise"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        check_minimum(self, ("steps_per_stage", "batch_size", "log_every", "d_updates", "synth_train", "synth_test"), 1)
+        check_minimum(self, ("d_steps", "sample_every", "checkpoint_every", "workers", "seed", "history"), 0)
+        check_minimum(self, ("lr_g", "lr_d"), 0, strict=True)
+        check_minimum(self, ("gp_weight", "dp_weight", "init_noise", "d_init_noise"), 0)
+        check_device(self.device)
         if self.glasses is not None and self.data is None:
             raise ValueError("glasses (a folder of glasses PNGs) goes with data=CelebA root; got no data")
 
