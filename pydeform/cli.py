@@ -28,6 +28,29 @@ def _size(text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def _add_run_flags(p: argparse.ArgumentParser, checkpoint_every: int, zero: str) -> None:
+    """The flags every trainer shares: device, output cadence, seed, loader, progress bar.
+    zero: when a cadence of 0 still writes (e.g. "only at the end")."""
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--sample-every", type=int, default=200, help=f"steps between sample grids (0: {zero})")
+    p.add_argument("--checkpoint-every", type=int, default=checkpoint_every, help=f"steps between checkpoints (0: {zero})")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log.jsonl lines")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_test_flags(p: argparse.ArgumentParser, trainer: str, batch_size: int) -> None:
+    """The flags every `pydeform test` command shares."""
+    p.add_argument("--checkpoint", required=True, help=f"RUN/checkpoint.pt of `pydeform train {trainer}`")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+
 def _add_train_deformgan(subparsers: argparse._SubParsersAction) -> None:
     from pydeform.models.deformgan import OPS, PRESETS, VARIANTS
 
@@ -71,14 +94,9 @@ def _add_train_deformgan(subparsers: argparse._SubParsersAction) -> None:
         "--resume", action="store_true",
         help="continue from RUN/checkpoint.pt (same losses as an uninterrupted run)",
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    _add_run_flags(p, checkpoint_every=1000, zero="only at the end")
     p.add_argument("--amp", action="store_true", help="mixed precision (CUDA): torch.autocast + GradScaler")
     p.add_argument("--amp-dtype", choices=("float16", "bfloat16"), default="float16")
-    p.add_argument("--sample-every", type=int, default=200, help="steps between sample grids (0: only at the end)")
-    p.add_argument("--checkpoint-every", type=int, default=1000, help="steps between checkpoints (0: only at the end)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between log.jsonl lines")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
     p.add_argument(
         "--ops", choices=OPS, default="pydeform",
         help="warp and NN-distance implementation: pydeform's fused kernels (default), or the pure-torch reference",
@@ -89,7 +107,6 @@ def _add_train_deformgan(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--norm", choices=("instance", "batch"), default="instance")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--synth-identities", type=int, default=100, help="people in the synthetic set (without --data)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train_deformgan, parser=p)
 
 
@@ -134,15 +151,9 @@ def _add_test_deformgan(subparsers: argparse._SubParsersAction) -> None:
             "images and of the copy-the-source baseline)."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt of `pydeform train deformgan`")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on)")
+    _add_test_flags(p, "deformgan", batch_size=8)
     p.add_argument("--name", help="file prefix of the dataset (default: as in training)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--ops", choices=("reference", "pydeform"), help="override the checkpoint's warp implementation")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_test_deformgan, parser=p)
 
 
@@ -305,15 +316,9 @@ def _add_train_stgan(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--g-widths", type=_widths, default=(32, 64, 128, 256, 512), help="generator conv filters")
     p.add_argument("--d-widths", type=_widths, default=(32, 64, 128, 256, 512), help="critic conv filters")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt (bit-exact)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--sample-every", type=int, default=200, help="steps between sample grids (0: stage ends only)")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (0: stage ends only)")
-    p.add_argument("--log-every", type=int, default=10, help="steps between log.jsonl lines")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    _add_run_flags(p, checkpoint_every=500, zero="stage ends only")
     p.add_argument("--synth-train", type=int, default=2000, help="synthetic training samples (without --data)")
     p.add_argument("--synth-test", type=int, default=500, help="synthetic test samples (without --data)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_train_stgan, parser=p)
 
 
@@ -372,15 +377,9 @@ def _add_test_stgan(subparsers: argparse._SubParsersAction) -> None:
             "has p_true)."
         ),
     )
-    p.add_argument("--checkpoint", required=True, help="RUN/checkpoint.pt of `pydeform train stgan`")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--data", help="dataset folder (default: the one the checkpoint was trained on)")
+    _add_test_flags(p, "stgan", batch_size=50)
     p.add_argument("--glasses", metavar="DIR", help="glasses PNGs, with --data a CelebA root")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--workers", type=int, default=0)
     p.add_argument("--ops", choices=OPS, help="override the checkpoint's warp sampler")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_test_stgan, parser=p)
 
 
