@@ -14,7 +14,7 @@ at the preset's size, so theta and masks are those of real poses.
 
 fwd_ms: the step's forward passes only (generator, discriminator on real and fake, the
 generator's losses), under no_grad. fwd_bwd_ms: the whole training step,
-`pydeform.train.deformgan.train_step`. peak_mb: the step's peak above what was in use
+`DeformGANRecipe.train_step` of `pydeform.train.deformgan`. peak_mb: the step's peak above what was in use
 before it (networks and optimiser states already allocated).
 
 Targets (issue 5): on a 2-core CPU, fashion preset, >= 1.5x faster per step and >= 2x lower
@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from contextlib import nullcontext
 
 import torch
 from torch.utils.data import default_collate
@@ -36,8 +35,9 @@ from _common import Impl, devices, measure, parse_args, print_table, report_targ
 from pydeform.data import PosePairs  # noqa: E402
 from pydeform.data.synth_pose import write_pose_pairs  # noqa: E402
 from pydeform.models.deformgan import DeformGANConfig  # noqa: E402
-from pydeform.train.common import DistInfo  # noqa: E402
-from pydeform.train.deformgan import TrainConfig, build_networks, train_step  # noqa: E402
+from pydeform.train.common import DistInfo, seed_everything  # noqa: E402
+from pydeform.train.deformgan import DeformGANRecipe, TrainConfig  # noqa: E402
+from pydeform.train.engine import Run  # noqa: E402
 
 CASES = {"market": 4, "fashion": 2}  # preset -> batch size
 
@@ -54,7 +54,9 @@ def pose_batch(preset: str, batch_size: int, device: torch.device) -> dict[str, 
 
 def impl_for(ops: str, preset: str, batch: dict[str, torch.Tensor], device: torch.device) -> Impl:
     config = TrainConfig(model=DeformGANConfig(preset=preset, variant="full", ops=ops), random_vgg=True, device=device.type)
-    networks = build_networks(config, DistInfo(0, 1, 0, device), None)  # same seed: same weights for both
+    networks = DeformGANRecipe(config)
+    seed_everything(config.seed)  # the same weights for both
+    networks.build(Run(config, DistInfo(0, 1, 0, device)), None)
     masks = [batch[f"masks{level}"] for level in range(4)]
     inputs = (batch["source"], batch["source_pose"], batch["target_pose"], batch["theta"], masks)
 
@@ -65,7 +67,7 @@ def impl_for(ops: str, preset: str, batch: dict[str, torch.Tensor], device: torc
             logits = networks.discriminator(batch["source"], batch["source_pose"], fake, batch["target_pose"])
             return networks.loss_fn(logits, fake, batch["target"])["total"]
 
-    return Impl(ops, forward, lambda: train_step(networks, batch, nullcontext()))
+    return Impl(ops, forward, lambda: networks.train_step(0, {"train": batch}))
 
 
 def main() -> None:

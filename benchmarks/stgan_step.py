@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import Impl, devices, measure, parse_args, print_table, write_json  # noqa: E402
 
 from pydeform.models.stgan import OPS, STGANConfig  # noqa: E402
+from pydeform.train.common import seed_everything  # noqa: E402
 from pydeform.train.stgan import TrainConfig, _build_networks, _set_trainable, _train_step  # noqa: E402
 
 BATCH, SIZE = 20, (144, 144)  # ST-GAN's glasses: batchSize 20, 144x144 crops
@@ -48,7 +49,8 @@ def make_batch(device: torch.device, generator: torch.Generator) -> dict[str, to
 
 def impl_for(ops: str, warps: int, batch: dict[str, torch.Tensor], device: torch.device) -> Impl:
     config = TrainConfig(model=STGANConfig(size=SIZE, warps=warps, ops=ops), batch_size=BATCH, device=device.type)
-    networks = _build_networks(config, device, None)  # seeded: the same weights for every ops
+    seed_everything(config.seed)  # the same weights for every ops
+    networks = _build_networks(config, device, None)
     _set_trainable(networks.model, warps)
     stage = warps
 

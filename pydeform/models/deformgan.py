@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pydeform.nn import DeformableSkip
+from pydeform.options import option
 from pydeform.pose import NUM_JOINTS, NUM_PARTS
 
 __all__ = [
@@ -88,16 +89,21 @@ class DeformGANConfig:
     fused kernels) or "reference" (pure torch, for comparisons) for the warp and the NN loss.
     """
 
-    preset: str = "market"
-    variant: str = "full"
-    size: tuple[int, int] | None = None
-    num_blocks: int | None = None
-    nn_kernel: int | None = None
-    ngf: int = 64
-    ndf: int = 64
-    d_layers: int = 3
-    norm: str = "instance"
-    ops: str = "pydeform"
+    preset: str = option("market", "market: 128x64, 6 levels, NN window 3; fashion: 256x256, 7 levels, NN window 5",
+                         choices=tuple(PRESETS))  # fmt: skip
+    variant: str = option("full", "baseline: U-Net + L1; dsc: deformable skips + L1; full: deformable skips + NN loss",
+                          choices=VARIANTS)  # fmt: skip
+    size: tuple[int, int] | None = option(None, "override the preset's image size (tiny runs, other datasets); both "
+                                          "sides divisible by 2^(levels-1): 32 for market, 64 for fashion",
+                                          parse="size", metavar="HxW")  # fmt: skip
+    num_blocks: int | None = option(None, "encoder levels (default: the preset's)")
+    nn_kernel: int | None = option(None, "window of the nearest-neighbour loss, odd (default: the preset's)")
+    ngf: int = option(64, "generator base width (64 in the paper)")
+    ndf: int = option(64, "discriminator base width (64 in the paper)")
+    d_layers: int = option(3, "stride-2 convs of the discriminator (3: the 70x70 patch)")
+    norm: str = option("instance", "normalisation layers of both networks", choices=NORMS)
+    ops: str = option("pydeform", "warp and NN-distance implementation: pydeform's fused kernels, or the pure-torch "
+                      "reference (the same function)", choices=OPS, resume="free")  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

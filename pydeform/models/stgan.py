@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydeform.geometry import composite, compose_params, normalized_to_pixel, params_to_matrix, to_kornia
+from pydeform.options import option
 
 __all__ = [
     "OPS",
@@ -68,13 +69,14 @@ class STGANConfig:
     of every weight (biases 0).
     """
 
-    size: tuple[int, int] = (144, 144)
-    warps: int = 5
-    ops: str = "pydeform"
-    g_widths: tuple[int, ...] = (32, 64, 128, 256, 512)
-    d_widths: tuple[int, ...] = (32, 64, 128, 256, 512)
-    fc: int = 256
-    init_std: float = 0.01
+    size: tuple[int, int] = option((144, 144), "image size (default: the data's; 64x64 synthetic, 144x144 CelebA)",
+                                   parse="size", metavar="HxW")  # fmt: skip
+    warps: int = option(5, "warp steps N, one generator each")
+    ops: str = option("pydeform", "warp sampler (the same function)", choices=OPS, resume="free")
+    g_widths: tuple[int, ...] = option((32, 64, 128, 256, 512), "generator conv filters", parse="ints")
+    d_widths: tuple[int, ...] = option((32, 64, 128, 256, 512), "critic conv filters", parse="ints")
+    fc: int = option(256, "width of the generator's hidden fully connected layer")
+    init_std: float = option(0.01, "std of the N(0, std) initial weights")
 
     def __post_init__(self) -> None:
         if isinstance(self.size, str) or not isinstance(self.size, Sequence) or len(self.size) != 2:

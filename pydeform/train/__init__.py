@@ -1,3 +1,4 @@
-"""Trainers: `pydeform.train.deformgan` (the Deformable GAN) and `pydeform.train.common`, the
-utilities every trainer shares (atomic checkpoints, JSONL logger, sample grids, seeding,
-resumable data order, DistributedDataParallel setup)."""
+"""Training: `pydeform.train.engine` (the one loop: data order, seeding, AMP, torchrun,
+logging, samples, checkpoints, resume, the run folder), one recipe per model family
+(`pydeform.train.deformgan`, `pydeform.train.stgan`) and `pydeform.train.common`, what the
+engine and the recipes share."""

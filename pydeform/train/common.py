@@ -1,14 +1,7 @@
-"""Trainer utilities shared by the model families: atomic checkpoints, a JSONL logger,
-sample-grid PNGs, seeding, a resumable data order and DistributedDataParallel setup.
-
-Resumable training rests on three rules:
-- a checkpoint is written to a temporary file in the same folder, fsynced, then renamed
-  over the old one (`os.replace` is atomic), so a crash leaves the previous one intact;
-- the data order is a function of (seed, epoch, rank, world size) only, so a run
-  resumed at step s reads exactly the batches an uninterrupted run reads from step s
-  (`ResumableBatchSampler`);
-- the RNG that training consumes (dropout) is reseeded every step from (seed, rank, step)
-  (`seed_step`), so no RNG state has to travel in the checkpoint and every rank differs.
+"""What the training engine and the families' recipes share: atomic checkpoints (written
+to a temporary file, fsynced, renamed over the old one, so a crash leaves the previous one
+intact), a JSONL logger, sample-grid PNGs, pose pictures, seeding, settings checks and the
+cache folder. The loop itself is `pydeform.train.engine`.
 """
 from __future__ import annotations
 
@@ -17,7 +10,8 @@ import json
 import math
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -27,7 +21,6 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import BatchSampler, DistributedSampler
 
 __all__ = [
     "atomic_write",
@@ -40,12 +33,13 @@ __all__ = [
     "seed_everything",
     "step_seed",
     "seed_step",
-    "ResumableBatchSampler",
+    "check_minimum",
+    "FakeHistory",
     "DistInfo",
-    "setup_distributed",
-    "cleanup_distributed",
+    "distributed",
     "barrier",
-    "all_reduce_mean",
+    "write_once",
+    "to_device",
     "cache_dir",
 ]
 
@@ -126,11 +120,14 @@ class JsonlLogger:
         self._file.flush()
 
     def log(self, step: int, **values: Any) -> None:
-        """Write {"step": step, **values}; tensors become Python numbers."""
+        """Write {"step": step, **values}; tensors become Python numbers, NaN and
+        infinities null."""
         record = {"step": int(step)}
         for key, value in values.items():
-            record[key] = value.item() if isinstance(value, Tensor) else value
-        self._file.write(json.dumps(record) + "\n")
+            value = value.item() if isinstance(value, Tensor) else value
+            # Strict JSON has no NaN or Infinity: a non-finite number is written as null.
+            record[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -197,11 +194,6 @@ def check_minimum(config: Any, names: Sequence[str], minimum: float, strict: boo
             raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value}")
 
 
-def check_device(device: str) -> None:
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-
-
 # ----------------------------------------------------------------------------- randomness
 
 
@@ -222,41 +214,66 @@ def seed_step(seed: int, rank: int, step: int) -> None:
     torch.manual_seed(step_seed(seed, rank, step))
 
 
-class ResumableBatchSampler:
-    """Endless batches of dataset indices that can start at any step.
+# ----------------------------------------------------------------------------- training
 
-    Epoch e is `DistributedSampler(num_replicas=world_size, rank=rank, shuffle=True,
-    seed=seed)` after set_epoch(e), that is, randperm seeded with seed + e, padded to a
-    multiple of world_size and split across the ranks, cut into full batches (drop_last).
-    Step s reads batch s % per_epoch of epoch s // per_epoch, so `start_step=s` continues
-    an interrupted run exactly (with the same world size and batch size).
+
+class FakeHistory:
+    """ST-GAN's history of earlier fakes (`updateHistory`, glasses/data.py): half of each
+    critic batch comes from earlier generator outputs, so the critic does not forget them.
+
+    mix(fakes (B, ...)): a random half of the new fakes (B // 2) is stored; the returned
+    batch (B, ...) holds min(B // 2, stored) earlier fakes drawn at random from the store
+    (before this call's additions) and new fakes for the rest. The store is a ring of
+    `capacity` images (the oldest are overwritten once full). Randomness: torch's global
+    generator. capacity 0 returns the fakes unchanged.
     """
 
-    def __init__(
-        self, dataset_size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, start_step: int = 0
-    ) -> None:
-        self.sampler = DistributedSampler(
-            range(dataset_size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
-        )
-        self.batch_size, self.start_step = batch_size, start_step
-        self.batches_per_epoch = len(self.sampler) // batch_size
-        if self.batches_per_epoch == 0:
-            raise ValueError(
-                f"{dataset_size} pairs over {world_size} process(es) do not fill one batch of {batch_size}"
-            )
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be an int >= 0, got {capacity!r}")
+        self.capacity = capacity
+        self.images: Tensor | None = None  # (count, ...), count <= capacity
+        self.next = 0  # where the next image goes once full
 
-    def __iter__(self) -> Iterator[list[int]]:
-        epoch, skip = divmod(self.start_step, self.batches_per_epoch)
-        while True:
-            self.sampler.set_epoch(epoch)
-            batches = BatchSampler(self.sampler, self.batch_size, drop_last=True)
-            for index, batch in enumerate(batches):
-                if index >= skip:
-                    yield batch
-            epoch, skip = epoch + 1, 0
+    @property
+    def count(self) -> int:
+        return 0 if self.images is None else self.images.shape[0]
+
+    def mix(self, fakes: Tensor) -> Tensor:
+        if not isinstance(fakes, Tensor) or fakes.dim() < 1 or fakes.shape[0] < 1:
+            raise ValueError(f"fakes must be a tensor (B, ...) with B >= 1, got {getattr(fakes, 'shape', fakes)!r}")
+        if self.capacity == 0:
+            return fakes
+        fakes = fakes.detach()
+        if self.images is not None and (self.images.shape[1:] != fakes.shape[1:] or self.images.device != fakes.device):
+            raise ValueError(f"fakes of shape {tuple(fakes.shape[1:])} do not match the stored {tuple(self.images.shape[1:])}")
+        half = fakes.shape[0] // 2
+        order = torch.randperm(fakes.shape[0], device=fakes.device)
+        old = min(half, self.count)
+        drawn = self.images[torch.randperm(self.count, device=fakes.device)[:old]] if old else fakes[:0]
+        mixed = torch.cat([drawn, fakes[order[old:]]])
+        self._store(fakes[order[:half]])
+        return mixed
+
+    def _store(self, images: Tensor) -> None:
+        images = images[: self.capacity]
+        room = self.capacity - self.count
+        if room > 0:  # filling up: one concatenation per call
+            head = images[:room].clone()
+            self.images = head if self.images is None else torch.cat([self.images, head])
+            images = images[room:]
+        for image in images:  # full: overwrite the oldest
+            self.images[self.next] = image
+            self.next = (self.next + 1) % self.capacity
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "images": self.images, "next": self.next}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.capacity, self.images, self.next = int(state["capacity"]), state["images"], int(state["next"])
 
 
-# ----------------------------------------------------------------------------- distributed
+# ----------------------------------------------------------------------------- processes
 
 
 @dataclass(frozen=True)
@@ -277,44 +294,35 @@ class DistInfo:
         return self.world_size > 1
 
 
-def setup_distributed(device: str = "cpu") -> DistInfo:
-    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK,
-    MASTER_ADDR/PORT in the environment): gloo for cpu, nccl for cuda, one GPU per local
-    rank. Without torchrun (WORLD_SIZE unset or 1) it is a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    check_device(device)
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda: torch sees no CUDA GPU")
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
-    else:
-        torch_device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return DistInfo(rank, world_size, local_rank, torch_device)
-
-
-def cleanup_distributed() -> None:
-    """Leave the process group, if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def distributed() -> bool:
+    """Whether this process has joined a process group (torchrun)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
-    if dist.is_available() and dist.is_initialized():
+    if distributed():
         dist.barrier()
 
 
-def all_reduce_mean(values: Tensor) -> Tensor:
-    """Mean of `values` over the ranks (a copy; itself in a single process)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return values.clone()
-    values = values.clone()
-    dist.all_reduce(values)
-    return values / dist.get_world_size()
+def write_once(root: Path, write: Callable[[Path], None], info: DistInfo | None = None) -> Path:
+    """A dataset (or other folder) written once: `write(tmp)` into a temporary folder
+    renamed to `root`, so an interrupted or concurrent writer never leaves a half one.
+    Under torchrun rank 0 writes and the others wait."""
+    if info is None or info.is_main:
+        if not root.exists():
+            tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+            write(tmp)
+            try:
+                os.replace(tmp, root)
+            except OSError:  # another process finished first: keep its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+    barrier()
+    return root
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
 def cache_dir() -> Path:

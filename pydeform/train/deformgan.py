@@ -1,15 +1,15 @@
-"""Training and testing of the Deformable GAN (Siarohin et al., CVPR 2018).
+"""The Deformable GAN (Siarohin et al., CVPR 2018) on the training engine.
 
-`train(TrainConfig(...))` runs the adversarial loop: per step one discriminator update and
-one generator update, both Adam(2e-4, betas (0.5, 0.999)), on CPU or CUDA, optionally with
-mixed precision (torch.autocast + GradScaler, CUDA) and under torchrun with
-DistributedDataParallel (gloo on CPU, nccl on CUDA). Rank 0 writes, in `out`:
+`train(TrainConfig(...))` runs the adversarial loop of `pydeform.train.engine`: per step
+one discriminator update and one generator update, both Adam(2e-4, betas (0.5, 0.999)), on
+CPU or CUDA, optionally with mixed precision (CUDA) and under torchrun. Rank 0 writes, in
+`out`:
 
     config.json      the run's settings
     log.jsonl        {"step", "loss_d", "g_total", "g_gan", "g_l1"|"g_nn", "it_s", "time"} every log_every steps
     samples/step_XXXXXXX.png   rows of: source | target pose | generated | real target
     checkpoint.pt    written atomically; `resume=True` continues bit-for-bit on the same
-                     device, world size and batch size (see pydeform.train.common)
+                     device, world size and batch size (see pydeform.train.engine)
 
 `evaluate(checkpoint, ...)` generates the test split with the generator in eval mode,
 writes the images and metrics.json: SSIM, mask-SSIM, L1 and PSNR of the generated images,
@@ -25,54 +25,39 @@ import importlib
 import json
 import math
 import os
-import shutil
-import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pydeform.errors import user_errors
 from pydeform.losses.gan import DeformGANLoss, discriminator_loss
-from pydeform.models.deformgan import (
-    NUM_SKIP_LEVELS,
-    PRESETS,
-    DeformGANConfig,
-    build_discriminator,
-    build_generator,
-)
+from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig, build_discriminator, build_generator
+from pydeform.options import option
 from pydeform.pose import stickman
 from pydeform.train.common import (
     DistInfo,
-    JsonlLogger,
-    ResumableBatchSampler,
-    all_reduce_mean,
     atomic_write,
-    barrier,
     cache_dir,
-    check_device,
     check_minimum,
-    cleanup_distributed,
-    load_checkpoint,
     render_pose,
-    save_checkpoint,
     save_image_grid,
-    seed_everything,
-    seed_step,
-    setup_distributed,
+    to_device,
+    write_once,
 )
+from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import train as run_training
 
 __all__ = [
     "TrainConfig",
-    "Networks",
-    "build_networks",
-    "train_step",
+    "TestConfig",
+    "DeformGANRecipe",
     "train",
     "evaluate",
     "synthetic_data",
@@ -81,11 +66,9 @@ __all__ = [
 ]
 
 CHECKPOINT_KIND = "pydeform.deformgan"
-CHECKPOINT_VERSION = 1
 SYNTH_NAME = "synth"  # file prefix of the synthetic set
 SYNTH_SEED = 0  # the synthetic set does not change with the training seed
 NUM_SAMPLES = 4  # pairs shown in a sample grid
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 RANDOM_VGG_NOTE = (
     "--random-vgg: the NN loss compares the conv1_2 features of a randomly initialised VGG19, "
     "not the ImageNet-trained features of the paper; fine for smoke tests, not for results"
@@ -93,60 +76,56 @@ RANDOM_VGG_NOTE = (
 
 
 @dataclass
-class TrainConfig:
-    """Settings of a Deformable GAN training run (the `pydeform train deformgan` flags).
-
-    model: the networks (preset, variant, sizes, ops). data: a folder in the Deformable GAN
-    format (DESIGN.md section 6), or None for the synthetic set; name: its file prefix
-    (default: the preset's, "market" or "fasion"; "synth" for the synthetic set).
-    steps: total steps (a resumed run continues up to it). vgg19 / random_vgg: the NN
-    loss's features (variant "full" needs one). amp: mixed precision in amp_dtype (CUDA
-    only). sample_every / checkpoint_every: 0 writes them at the end only.
+class TrainConfig(RunConfig):
+    """Train the Deformable GAN. Without --data it trains on a synthetic pose-pair set, written
+    once into $PYDEFORM_CACHE or ~/.cache/pydeform. Writes OUT/config.json, OUT/log.jsonl,
+    OUT/samples/*.png (source | target pose | generated | real) and OUT/checkpoint.pt. Under
+    torchrun it trains data-parallel.
     """
 
-    model: DeformGANConfig = field(default_factory=DeformGANConfig)
-    out: str = "runs/deformgan"
-    data: str | None = None
-    name: str | None = None
-    steps: int = 1000
-    batch_size: int = 4
-    vgg19: str | None = None
-    random_vgg: bool = False
-    resume: bool = False
-    device: str = "cpu"
-    amp: bool = False
-    amp_dtype: str = "float16"
-    sample_every: int = 200
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    seed: int = 0
-    workers: int = 2
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    l1_weight: float = 100.0
-    nn_weight: float = 0.01
-    synth_identities: int = 100
-    progress: bool = True
+    model: DeformGANConfig = option(default_factory=DeformGANConfig)
+    data: str | None = option(None, "folder in the Deformable GAN layout (<name>-annotation-*.csv, "
+                              "<name>-pairs-*.csv, <name>-dataset/); default: a synthetic set", metavar="DIR")  # fmt: skip
+    name: str | None = option(None, "file prefix of the dataset (default: market, or fasion for the fashion preset "
+                              "as the authors spelt it; synth without --data)")  # fmt: skip
+    steps: int = option(1000, "total training steps (a resumed run continues up to it)", required=True,
+                        resume="apply")  # fmt: skip
+    batch_size: int = option(4, "pairs per step and process")
+    vgg19: str | None = option(None, "torchvision vgg19 state dict for the NN loss (variant full)", metavar="PATH",
+                               group="vgg", resume="free")  # fmt: skip
+    random_vgg: bool = option(False, "NN loss on random VGG19 features (smoke runs only, not the paper's loss)",
+                              group="vgg")  # fmt: skip
+    lr: float = option(2e-4, "Adam learning rate of the generator and the discriminator (> 0)", resume="apply")
+    betas: tuple[float, float] = option((0.5, 0.999), "Adam betas", parse="floats")
+    l1_weight: float = option(100.0, "weight of the L1 loss (variants baseline, dsc)", resume="apply")
+    nn_weight: float = option(0.01, "weight of the nearest-neighbour loss (variant full)", resume="apply")
+    synth_identities: int = option(100, "people in the synthetic set (without --data)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.model, dict):
             self.model = DeformGANConfig.from_dict(self.model)
-        check_minimum(self, ("steps", "batch_size", "log_every"), 1)
-        check_minimum(self, ("sample_every", "checkpoint_every", "workers", "seed"), 0)
-        check_device(self.device)
-        if self.amp and self.device != "cuda":
-            raise ValueError("amp (mixed precision) needs device='cuda': the fused CPU kernels are float32/float64 only")
-        if self.amp_dtype not in AMP_DTYPES:
-            raise ValueError(f"amp_dtype must be one of {list(AMP_DTYPES)}, got {self.amp_dtype!r}")
+        check_minimum(self, ("steps", "batch_size", "synth_identities"), 1)
+        check_minimum(self, ("lr",), 0, strict=True)
+        check_minimum(self, ("l1_weight", "nn_weight"), 0)
         if self.model.variant == "full" and self.vgg19 is None and not self.random_vgg:
             raise ValueError(
-                "variant 'full' needs VGG19 weights for its NN loss: set vgg19=PATH (a torchvision "
-                "vgg19 state dict) or random_vgg=True (random features: smoke runs only)"
+                "the full variant's nearest-neighbour loss compares VGG19 conv1_2 features, and nothing is "
+                "downloaded: set vgg19 (--vgg19 PATH, a torchvision vgg19 state dict, e.g. vgg19-dcbb9e9d.pth), or "
+                "random_vgg (--random-vgg: randomly initialised features, so the loss compares random filter "
+                "responses, not the paper's; for smoke tests), or use variant baseline/dsc (L1, no VGG)"
             )
         self.betas = tuple(self.betas)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+@dataclass
+class TestConfig(EvalConfig):
+    """Generate the test split with a trained Deformable GAN (eval mode); write the images,
+    OUT/samples.png and OUT/metrics.json (SSIM, mask-SSIM, L1, PSNR of the generated images
+    and of the copy-the-source baseline)."""
+
+    name: str | None = option(None, "file prefix of the dataset (default: as in training)")
+    ops: str | None = option(None, "override the checkpoint's warp implementation", choices=("reference", "pydeform"))
 
 
 # ----------------------------------------------------------------------------- data
@@ -156,55 +135,28 @@ def synthetic_data(
     size: tuple[int, int], identities: int = 100, progress: bool = True, info: DistInfo | None = None
 ) -> Path:
     """The synthetic pose-pair set for images of `size`, written once into
-    cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}] (file prefix "synth").
-
-    Written into a temporary folder and renamed into place, so an interrupted or concurrent
-    writer never leaves a half set behind. Under torchrun only rank 0 writes, the others
-    wait for it.
-    """
+    cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}] (file prefix "synth"); see
+    `pydeform.train.engine.write_once`."""
     height, width = size
     suffix = "" if identities == 100 else f"-n{identities}"
     root = cache_dir() / f"synth-pose-{height}x{width}-seed{SYNTH_SEED}{suffix}"
-    if info is None or info.is_main:
-        if not root.exists():
-            from pydeform.data.synth_pose import write_pose_pairs
 
-            tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-            print(f"writing the synthetic pose-pair set to {root} (once)", flush=True)
-            write_pose_pairs(tmp, (height, width), identities, SYNTH_SEED, name=SYNTH_NAME, progress=progress)
-            try:
-                os.replace(tmp, root)
-            except OSError:  # another process finished first: keep its copy
-                shutil.rmtree(tmp, ignore_errors=True)
-    barrier()
-    return root
+    def write(tmp: Path) -> None:
+        from pydeform.data.synth_pose import write_pose_pairs
+
+        print(f"writing the synthetic pose-pair set to {root} (once)", flush=True)
+        write_pose_pairs(tmp, (height, width), identities, SYNTH_SEED, name=SYNTH_NAME, progress=progress)
+
+    return write_once(root, write, info)
 
 
 def open_pose_pairs(root: str | os.PathLike, name: str, split: str) -> Dataset:
     """`pydeform.data.PosePairs(root, name, split)`: items are dicts with source, target
     (3, H, W) in [-1, 1], source_pose, target_pose (18, H, W), theta (4, 10, 2, 3),
     masks0..masks3 (10, H/2^l, W/2^l) and target_mask (1, H, W)."""
-    try:
-        from pydeform.data.pose_pairs import PosePairs
-    except ImportError as exc:
-        raise ImportError("pydeform.data.PosePairs (pydeform/data/pose_pairs.py) is missing from this build") from exc
+    from pydeform.data.pose_pairs import PosePairs
+
     return PosePairs(root, name, split)
-
-
-def _dataset_name(config: TrainConfig) -> str:
-    if config.name is not None:
-        return config.name
-    return SYNTH_NAME if config.data is None else PRESETS[config.model.preset].data_name
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-def _generator_inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
-    """source, source_pose, target_pose, theta, [masks0..masks3] of a collated batch."""
-    masks = [batch[f"masks{level}"] for level in range(NUM_SKIP_LEVELS)]
-    return batch["source"], batch["source_pose"], batch["target_pose"], batch["theta"], masks
 
 
 def _check_image_size(dataset: Dataset, config: DeformGANConfig, where: str) -> None:
@@ -216,83 +168,16 @@ def _check_image_size(dataset: Dataset, config: DeformGANConfig, where: str) -> 
         )
 
 
-# ----------------------------------------------------------------------------- training
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
-@dataclass
-class Networks:
-    """What a training step updates and a checkpoint holds."""
-
-    generator: nn.Module
-    discriminator: nn.Module
-    loss_fn: DeformGANLoss
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "generator": _unwrap(self.generator).state_dict(),
-            "discriminator": _unwrap(self.discriminator).state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        _unwrap(self.generator).load_state_dict(state["generator"])
-        _unwrap(self.discriminator).load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        self.scaler.load_state_dict(state["scaler"])
-
-
-def train_step(networks: Networks, batch: dict[str, Tensor], autocast: AbstractContextManager) -> dict[str, Tensor]:
-    """One discriminator and one generator update. Returns the detached losses."""
-    generator, discriminator, scaler = networks.generator, networks.discriminator, networks.scaler
-    opt_g, opt_d = networks.opt_g, networks.opt_d
-    source, source_pose, target_pose, theta, masks = _generator_inputs(batch)
-    target = batch["target"]
-    with autocast:
-        fake = generator(source, source_pose, target_pose, theta, masks)
-
-    # Discriminator: real and fake pairs in one batch, one (DDP) forward per backward.
-    d_module = _unwrap(discriminator)
-    d_module.requires_grad_(True)
-    with autocast:
-        logits = discriminator(
-            torch.cat([source, source]),
-            torch.cat([source_pose, source_pose]),
-            torch.cat([target, fake.detach()]),
-            torch.cat([target_pose, target_pose]),
-        )
-        real_logits, fake_logits = logits.chunk(2)
-        loss_d = discriminator_loss(real_logits, fake_logits)
-    opt_d.zero_grad(set_to_none=True)
-    scaler.scale(loss_d).backward()
-    scaler.step(opt_d)
-
-    # Generator, through the updated discriminator; the bare module (no DDP hooks) with
-    # frozen weights, so that the generator's loss leaves no gradients in D.
-    d_module.requires_grad_(False)
-    with autocast:
-        parts = networks.loss_fn(d_module(source, source_pose, fake, target_pose), fake, target)
-    opt_g.zero_grad(set_to_none=True)
-    scaler.scale(parts["total"]).backward()
-    scaler.step(opt_g)
-    scaler.update()
-    d_module.requires_grad_(True)
-    return {"loss_d": loss_d.detach(), **{f"g_{name}": value.detach() for name, value in parts.items()}}
+def _generator_inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+    """source, source_pose, target_pose, theta, [masks0..masks3] of a collated batch."""
+    masks = [batch[f"masks{level}"] for level in range(NUM_SKIP_LEVELS)]
+    return batch["source"], batch["source_pose"], batch["target_pose"], batch["theta"], masks
 
 
 @torch.no_grad()
-def _write_samples(generator: nn.Module, batch: dict[str, Tensor], path: Path, autocast: AbstractContextManager) -> None:
-    """Grid of source | target pose | generated | real, one row per pair; eval mode
-    (no dropout) so that grids of different steps compare."""
+def _sample_rows(generator: nn.Module, batch: dict[str, Tensor], autocast: AbstractContextManager) -> list[list[Tensor]]:
+    """Rows of source | target pose | generated | real, one per pair; eval mode (no
+    dropout) so that grids of different steps compare."""
     was_training = generator.training
     generator.eval()
     with autocast:
@@ -304,169 +189,7 @@ def _write_samples(generator: nn.Module, batch: dict[str, Tensor], path: Path, a
         pose = stickman(batch["target_kp"], tuple(fake.shape[-2:])).to(fake.device) * 2 - 1
     else:
         pose = render_pose(batch["target_pose"])
-    rows = [[batch["source"][b], pose[b], fake[b], batch["target"][b]] for b in range(fake.shape[0])]
-    save_image_grid(rows, path)
-
-
-def build_networks(config: TrainConfig, info: DistInfo, state: dict[str, Any] | None) -> Networks:
-    """Networks, loss, Adam optimisers and loss scaler, restored from `state` when given,
-    wrapped in DistributedDataParallel under torchrun."""
-    device = info.device
-    seed_everything(config.seed)  # the same initial weights on every rank
-    generator = build_generator(config.model).to(device)
-    discriminator = build_discriminator(config.model).to(device)
-    loss_fn = DeformGANLoss(
-        config.model.variant, config.model.kernel, config.vgg19, config.random_vgg,
-        l1_weight=config.l1_weight, nn_weight=config.nn_weight, ops=config.model.ops,
-    ).to(device)  # fmt: skip
-    opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr, betas=config.betas)
-    # Loss scaling is for float16 only: bfloat16 has float32's exponent range.
-    use_scaler = config.amp and AMP_DTYPES[config.amp_dtype] == torch.float16
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    networks = Networks(generator, discriminator, loss_fn, opt_g, opt_d, scaler)
-    if state is not None:
-        networks.load_state_dict(state)
-    if info.distributed:
-        device_ids = [device.index] if device.type == "cuda" else None
-        networks.generator = DistributedDataParallel(generator, device_ids=device_ids)
-        networks.discriminator = DistributedDataParallel(discriminator, device_ids=device_ids)
-    networks.generator.train()
-    networks.discriminator.train()
-    return networks
-
-
-def _resume_state(config: TrainConfig, info: DistInfo, path: Path) -> dict[str, Any] | None:
-    """The checkpoint to continue from (None: start at step 0), checked against the config."""
-    if not config.resume:
-        return None
-    if not path.exists():
-        if info.is_main:
-            print(f"--resume: no checkpoint at {path}, starting from step 0", flush=True)
-        return None
-    state = load_checkpoint(path)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not a Deformable GAN checkpoint (kind {state.get('kind')!r})")
-    saved = state["config"]
-    # The two ops compute the same function: a run may switch between them.
-    differ = [k for k, v in config.model.to_dict().items() if k != "ops" and saved.get(k) != v]
-    if differ:
-        raise ValueError(
-            f"cannot resume {path}: the model settings differ from the checkpoint's: "
-            + ", ".join(f"{k} {saved.get(k)!r} (checkpoint) vs {getattr(config.model, k)!r}" for k in differ)
-        )
-    layout = (state.get("world_size"), state["train_config"]["batch_size"])
-    if info.is_main and layout != (info.world_size, config.batch_size):
-        print(
-            f"--resume: {layout[0]} process(es) x batch {layout[1]} wrote {path}, now {info.world_size} x "
-            f"{config.batch_size}: the data order differs from an uninterrupted run",
-            flush=True,
-        )
-    return state
-
-
-def _open_datasets(config: TrainConfig, info: DistInfo) -> tuple[Dataset, Dataset]:
-    """(training pairs, pairs for the sample grids: the test split, else training pairs)."""
-    root = Path(config.data) if config.data is not None else synthetic_data(
-        config.model.image_size, config.synth_identities, config.progress and info.is_main, info
-    )
-    name = _dataset_name(config)
-    train_set = open_pose_pairs(root, name, "train")
-    _check_image_size(train_set, config.model, f"{root} ({name}, train)")
-    try:
-        return train_set, open_pose_pairs(root, name, "test")
-    except (FileNotFoundError, ValueError):  # no (or an empty) test split
-        return train_set, train_set
-
-
-def train(config: TrainConfig) -> dict[str, float]:
-    """Train (or resume) a Deformable GAN; see the module docstring for what it writes.
-
-    Under torchrun each process joins the process group here and leaves it at the end.
-    Returns the last logged losses (averaged over the ranks) and the final "step".
-    """
-    info = setup_distributed(config.device)
-    try:
-        return _train(config, info)
-    finally:
-        cleanup_distributed()
-
-
-def _train(config: TrainConfig, info: DistInfo) -> dict[str, float]:
-    out, device = Path(config.out), info.device
-    checkpoint_path = out / "checkpoint.pt"
-    state = _resume_state(config, info, checkpoint_path)
-    start_step = int(state["step"]) if state is not None else 0
-    if start_step >= config.steps:
-        if info.is_main:
-            print(f"{checkpoint_path} is at step {start_step} >= steps={config.steps}: nothing to do", flush=True)
-        return {"step": float(start_step)}
-    if info.is_main and config.model.variant == "full" and config.random_vgg:
-        print(RANDOM_VGG_NOTE, flush=True)
-
-    train_set, sample_set = _open_datasets(config, info)
-    # Every rank reads the same files; the sampler gives each rank its share, from start_step on.
-    sampler = ResumableBatchSampler(len(train_set), config.batch_size, config.seed, info.rank, info.world_size, start_step)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers, pin_memory=device.type == "cuda")
-    networks = build_networks(config, info, state)
-
-    def autocast() -> AbstractContextManager:
-        return torch.autocast(device.type, dtype=AMP_DTYPES[config.amp_dtype], enabled=config.amp)
-
-    logger, sample_batch = None, None
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
-        logger = JsonlLogger(out / "log.jsonl", keep_until=start_step if state is not None else None)
-        count = min(NUM_SAMPLES, len(sample_set))
-        sample_batch = _to_device(default_collate([sample_set[i] for i in range(count)]), device)
-
-    def write_outputs(step: int, samples: bool, checkpoint: bool) -> None:
-        if samples:
-            path = out / "samples" / f"step_{step:07d}.png"
-            _write_samples(_unwrap(networks.generator), sample_batch, path, autocast())
-        if checkpoint:
-            meta = {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "step": step, "world_size": info.world_size,
-                    "config": config.model.to_dict(), "train_config": config.to_dict()}  # fmt: skip
-            save_checkpoint({**meta, **networks.state_dict()}, checkpoint_path)
-
-    def every(period: int, step: int) -> bool:
-        return period > 0 and step % period == 0
-
-    progress = tqdm(
-        total=config.steps, initial=start_step, desc="deformgan", unit="step", disable=not (config.progress and info.is_main)
-    )
-    last: dict[str, float] = {}
-    started = interval_start = time.perf_counter()
-    logged_step = start_step
-    batches = iter(loader)
-    try:
-        for step in range(start_step, config.steps):
-            batch = _to_device(next(batches), device)
-            seed_step(config.seed, info.rank, step)  # dropout: a function of (seed, rank, step)
-            losses = train_step(networks, batch, autocast())
-            done = step + 1
-            progress.update(1)
-            if every(config.log_every, done) or done == config.steps:
-                # A collective: every rank calls it at the same steps; rank 0 writes.
-                names = sorted(losses)
-                last = dict(zip(names, all_reduce_mean(torch.stack([losses[n].float() for n in names])).tolist()))
-                now = time.perf_counter()
-                if logger is not None:
-                    logger.log(done, **last, it_s=(done - logged_step) / (now - interval_start), time=now - started)
-                interval_start, logged_step = now, done
-                progress.set_postfix({k.removeprefix("loss_"): f"{v:.3f}" for k, v in last.items()}, refresh=False)
-            if info.is_main:
-                write_outputs(done, every(config.sample_every, done), every(config.checkpoint_every, done))
-        if info.is_main:  # the end of the run, unless the loop just wrote it
-            end = config.steps
-            write_outputs(end, not every(config.sample_every, end), not every(config.checkpoint_every, end))
-        barrier()  # no rank leaves (and tears the group down) before rank 0 has written
-    finally:
-        progress.close()
-        if logger is not None:
-            logger.close()
-    return {"step": float(config.steps), **last}
+    return [[batch["source"][b], pose[b], fake[b], batch["target"][b]] for b in range(fake.shape[0])]
 
 
 # ----------------------------------------------------------------------------- testing
@@ -524,9 +247,7 @@ def evaluate(
     "pairs", "step", ...}, the means over the test pairs (see `_metric_sums`; mask-SSIM uses
     the items' target_mask). Returns that dict.
     """
-    state = load_checkpoint(checkpoint)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{checkpoint} is not a Deformable GAN checkpoint (kind {state.get('kind')!r})")
+    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "Deformable GAN")
     model_config = DeformGANConfig.from_dict(state["config"])
     if ops is not None:
         model_config = dataclasses.replace(model_config, ops=ops)
@@ -538,8 +259,9 @@ def evaluate(
     else:
         root = Path(data if data is not None else trained["data"])
         name = name or trained.get("name") or PRESETS[model_config.preset].data_name
-    test_set = open_pose_pairs(root, name, "test")
-    _check_image_size(test_set, model_config, f"{root} ({name}, test)")
+    with user_errors():
+        test_set = open_pose_pairs(root, name, "test")
+        _check_image_size(test_set, model_config, f"{root} ({name}, test)")
 
     generator = build_generator(model_config).to(torch_device)
     generator.load_state_dict(state["generator"])
@@ -551,11 +273,11 @@ def evaluate(
     count = 0
     with torch.no_grad():
         for batch in tqdm(loader, desc="deformgan test", unit="batch", disable=not progress):
-            batch = _to_device(batch, torch_device)
+            batch = to_device(batch, torch_device)
             fake = generator(*_generator_inputs(batch))
             if count == 0:
                 first = {k: v[:NUM_SAMPLES] for k, v in batch.items() if isinstance(v, Tensor)}
-                _write_samples(generator, first, out / "samples.png", nullcontext())
+                save_image_grid(_sample_rows(generator, first, nullcontext()), out / "samples.png")
             generated = _to_uint8_values(fake, truncate=True)
             pixels = generated.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for offset, image in enumerate(pixels):
@@ -591,3 +313,113 @@ def format_metrics(result: dict[str, Any]) -> str:
         lines.append(f"{key:12s}" + "".join(cells))
     lines.append(f"{result['pairs']} test pairs, checkpoint step {result['step']}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+class DeformGANRecipe(Recipe):
+    """One discriminator and one generator update per step (the authors' schedule)."""
+
+    name = "deformgan"
+    kind = CHECKPOINT_KIND
+    description = "Deformable GAN (Siarohin et al., CVPR 2018): pose transfer with deformable skip connections"
+    config_class = TrainConfig
+    eval_config_class = TestConfig
+
+    config: TrainConfig
+
+    def notes(self) -> list[str]:
+        return [RANDOM_VGG_NOTE] if self.config.model.variant == "full" and self.config.random_vgg else []
+
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    def open_data(self, run: Run) -> Data:
+        config = self.config
+        root = Path(config.data) if config.data is not None else synthetic_data(
+            config.model.image_size, config.synth_identities, config.progress and run.info.is_main, run.info
+        )  # fmt: skip
+        name = config.name or (SYNTH_NAME if config.data is None else PRESETS[config.model.preset].data_name)
+        train_set = open_pose_pairs(root, name, "train")
+        _check_image_size(train_set, config.model, f"{root} ({name}, train)")
+        try:
+            sample_set = open_pose_pairs(root, name, "test")
+        except (FileNotFoundError, ValueError):  # no (or an empty) test split
+            sample_set = train_set
+        return Data({"train": (train_set, 0)}, sample_set)
+
+    def build(self, run: Run, state: dict[str, Any] | None) -> None:
+        config, device = self.config, run.device
+        self.run = run
+        self.generator = build_generator(config.model).to(device)
+        self.discriminator = build_discriminator(config.model).to(device)
+        self.loss_fn = DeformGANLoss(
+            config.model.variant, config.model.kernel, config.vgg19, config.random_vgg,
+            l1_weight=config.l1_weight, nn_weight=config.nn_weight, ops=config.model.ops,
+        ).to(device)  # fmt: skip
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
+        if state is not None:
+            self.generator.load_state_dict(state["generator"])
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["opt_g"])
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.generator.train()
+        self.discriminator.train()
+
+    def learning_rates(self, step: int) -> list[tuple[torch.optim.Optimizer, float]]:
+        return [(self.opt_g, self.config.lr), (self.opt_d, self.config.lr)]
+
+    def train_step(self, step: int, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:
+        """One discriminator and one generator update. Returns the detached losses."""
+        run, batch = self.run, batches["train"]
+        source, source_pose, target_pose, theta, masks = _generator_inputs(batch)
+        target = batch["target"]
+        with run.autocast():
+            fake = self.generator(source, source_pose, target_pose, theta, masks)
+
+        # Discriminator: real and fake pairs in one batch.
+        self.discriminator.requires_grad_(True)
+        with run.autocast():
+            logits = self.discriminator(
+                torch.cat([source, source]),
+                torch.cat([source_pose, source_pose]),
+                torch.cat([target, fake.detach()]),
+                torch.cat([target_pose, target_pose]),
+            )
+            real_logits, fake_logits = logits.chunk(2)
+            loss_d = discriminator_loss(real_logits, fake_logits)
+        run.update(self.opt_d, loss_d)
+
+        # Generator, through the updated discriminator, with D frozen so that the
+        # generator's loss leaves no gradients in D.
+        self.discriminator.requires_grad_(False)
+        with run.autocast():
+            parts = self.loss_fn(self.discriminator(source, source_pose, fake, target_pose), fake, target)
+        run.update(self.opt_g, parts["total"])
+        self.discriminator.requires_grad_(True)
+        return {"loss_d": loss_d.detach(), **{f"g_{name}": value.detach() for name, value in parts.items()}}
+
+    def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
+        return _sample_rows(self.generator, batch, self.run.autocast()), (-1.0, 1.0)
+
+    def state_dict(self, done: int) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    @staticmethod
+    def evaluate(config: TestConfig) -> dict[str, Any]:
+        return evaluate(**dataclasses.asdict(config))
+
+    summary = staticmethod(format_metrics)
+
+
+def train(config: TrainConfig) -> dict[str, float]:
+    """Train (or resume) a Deformable GAN; see the module docstring for what it writes.
+    Returns the last logged losses (averaged over the ranks) and the final "step"."""
+    return run_training(DeformGANRecipe(config))

@@ -22,17 +22,16 @@ Supervised mode (`supervised=True`, ST-GAN's pretraining of the indoor experimen
 mean_b ||p_k - p_true||^2 to undo random perturbations p_init = p_true + init_noise N(0, 1)
 drawn afresh each step (init_noise 0: the data's fixed p_init). It needs data with p_true.
 
-Rank-free, single process, CPU or CUDA. In `out` it writes:
+It runs on the training engine (`pydeform.train.engine`): CPU or CUDA, under torchrun too.
+In `out` it writes:
 
     config.json      the run's settings
     log.jsonl        {"step", "stage", losses..., "it_s", "time"} every log_every steps
     samples/step_XXXXXXX.png   rows of: background | initial composite | composite after
                      each trained warp | real
     checkpoint.pt    written atomically (also at the end of every stage); `resume=True`
-                     continues bit for bit: torch's RNG is reseeded every step from
-                     (seed, step) (`seed_step`), the data order is a function of the step
-                     (`ResumableBatchSampler`), and the checkpoint holds the stage, step,
-                     all networks, all optimisers and the history of fakes.
+                     continues bit for bit: the checkpoint holds the stage, step, all
+                     networks, all optimisers and the history of fakes.
 
 `evaluate(checkpoint, ...)` applies the trained warps to the test split and writes
 metrics.json: the mean corner error (pixels, `pydeform.data.synth_placement.corner_error`)
@@ -49,114 +48,126 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from pydeform.errors import user_errors
 from pydeform.geometry import params_to_matrix
 from pydeform.losses.wgan import wgan_discriminator_loss, wgan_generator_loss
 from pydeform.models.stgan import STGAN, STGANConfig, STGANDiscriminator
+from pydeform.options import from_flat, option
 from pydeform.train.common import (
-    JsonlLogger,
-    ResumableBatchSampler,
+    DistInfo,
+    FakeHistory,
     atomic_write,
     cache_dir,
-    check_device,
     check_minimum,
-    load_checkpoint,
-    save_checkpoint,
     save_image_grid,
-    seed_everything,
-    seed_step,
+    to_device,
+    write_once,
 )
+from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import train as run_training
 
-__all__ = ["TrainConfig", "FakeHistory", "train", "evaluate", "synthetic_data", "open_placement", "format_metrics"]
+__all__ = [
+    "TrainConfig",
+    "TestConfig",
+    "STGANRecipe",
+    "FakeHistory",
+    "train",
+    "evaluate",
+    "synthetic_data",
+    "open_placement",
+    "format_metrics",
+]
 
 CHECKPOINT_KIND = "pydeform.stgan"
-CHECKPOINT_VERSION = 1
 SYNTH_SEED = 0  # the synthetic set does not change with the training seed
 NUM_SAMPLES = 4  # rows of a sample grid
 REAL_SEED_OFFSET = 1  # the reals' data order: seed + 1, independent of the backgrounds'
 
 
 @dataclass
-class TrainConfig:
-    """Settings of an ST-GAN training run (the `pydeform train stgan` flags).
-
-    model: the networks (size, warps, ops, ...). data: a placement folder
-    (`pydeform.data.Placement` layout) or CelebA root (with `glasses`, a folder of RGBA
-    glasses PNGs: `pydeform.data.CelebAGlasses`); None or "synthetic": the synthetic set
-    of synth_train + synth_test samples at the model's size.
-    supervised: the pretraining mode (see the module docstring). steps_per_stage: steps of
-    each warp stage; d_steps: steps of the critic-only stage 0 (default steps_per_stage;
-    adversarial only). lr_g / lr_d: Adam learning rates; ST-GAN used 1e-5 for both over
-    50k iterations per stage, which our small budgets cannot afford (the CLI's default is
-    larger; see `pydeform train stgan --help`). d_updates: critic updates per generator
-    update (2, ST-GAN's updateD). gp_weight: 10 (gradlambda); dp_weight: 1 (dplambda).
-    history: capacity of the history of fakes (ST-GAN: 10000; 0 disables it).
-    init_noise: supervised only: the std of the fresh perturbation of p_true.
-    paired_reals: adversarial only: the critic's reals are the batch's own real composites
-    (see the module docstring) instead of an independent draw.
-    init_from_previous: generator k >= 2 starts as a copy of generator k - 1 (ST-GAN's
-    `--loadGP prev` in train_STGAN.py) instead of from the random init.
-    d_init_noise: stage 0 only: the critic's fakes are placed at p_init + d_init_noise
-    N(0, 1), larger misplacements than at test time (ST-GAN trained its critic alone with
-    pertFG 0.2 instead of 0.1, glasses/train.sh; 0.17 on top of the data's 0.1 gives 0.2).
-    sample_every / checkpoint_every: 0 writes them at the end of each stage only.
+class TrainConfig(RunConfig):
+    """Train ST-GAN in stages: the critic alone, then warp generators 1..N, each stage adding a
+    generator and freezing the earlier ones (WGAN-GP; --supervised: L2 on the warp parameters).
+    Without --data it trains on the synthetic placement set, written once into $PYDEFORM_CACHE or
+    ~/.cache/pydeform. Writes OUT/config.json, OUT/log.jsonl, OUT/samples/*.png (background |
+    initial composite | composite after each warp | real) and OUT/checkpoint.pt.
+    ST-GAN used lr 1e-5 over 50k iterations per stage, which small budgets cannot afford.
     """
 
-    model: STGANConfig = field(default_factory=STGANConfig)
-    out: str = "runs/stgan"
-    data: str | None = None
-    glasses: str | None = None
-    supervised: bool = False
-    steps_per_stage: int = 1000
-    d_steps: int | None = None
-    batch_size: int = 20
-    lr_g: float = 1e-5
-    lr_d: float = 1e-5
-    d_updates: int = 2
-    gp_weight: float = 10.0
-    dp_weight: float = 1.0
-    history: int = 1000
-    init_noise: float = 0.1
-    paired_reals: bool = False
-    init_from_previous: bool = False
-    d_init_noise: float = 0.0
-    resume: bool = False
-    device: str = "cpu"
-    sample_every: int = 200
-    checkpoint_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    workers: int = 2
-    synth_train: int = 2000
-    synth_test: int = 500
-    progress: bool = True
+    model: STGANConfig = option(default_factory=STGANConfig)
+    checkpoint_every: int = option(500, "steps between checkpoints (0: stage ends only)", resume="free")
+    sample_every: int = option(200, "steps between sample grids (0: stage ends only)", resume="free")
+    data: str | None = option(None, "'synthetic' (default), a folder of `pydeform synth placement`, or a CelebA root "
+                              "(with --glasses)", metavar="DIR")  # fmt: skip
+    glasses: str | None = option(None, "folder of RGBA glasses PNGs: --data is then a CelebA root", metavar="DIR")
+    supervised: bool = option(False, "pretraining mode: learn to undo perturbations of p_true with an L2 loss (needs "
+                              "data with p_true)")  # fmt: skip
+    steps_per_stage: int = option(1000, "training steps of each warp stage", required=True)
+    d_steps: int | None = option(None, "steps of the critic-only stage 0 (default: --steps-per-stage)")
+    batch_size: int = option(20, "samples per step and process (20: ST-GAN's)")
+    lr_g: float = option(1e-5, "generator Adam lr (1e-5: ST-GAN's)", resume="apply")
+    lr_d: float = option(1e-5, "critic Adam lr (1e-5: ST-GAN's)", resume="apply")
+    d_updates: int = option(2, "critic updates per generator update", resume="apply")
+    gp_weight: float = option(10.0, "gradient penalty weight", resume="apply")
+    dp_weight: float = option(1.0, "weight of mean ||dp||^2 in the generator loss", resume="apply")
+    history: int = option(1000, "capacity of the history of fakes (0: none)")
+    init_noise: float = option(0.1, "--supervised: std of the fresh perturbation p_init = p_true + s N(0, 1) (0: the "
+                               "data's p_init)", resume="apply")  # fmt: skip
+    paired_reals: bool = option(False, "critic reals = each sample's own real composite (same background; lower "
+                                "variance, not ST-GAN's unpaired setting)")  # fmt: skip
+    init_from_previous: bool = option(False, "start generator k >= 2 as a copy of generator k-1 (ST-GAN's --loadGP "
+                                      "prev)")  # fmt: skip
+    d_init_noise: float = option(0.0, "stage 0: critic fakes at p_init + s N(0, 1) (ST-GAN's critic-only stage used "
+                                 "larger perturbations)")  # fmt: skip
+    synth_train: int = option(2000, "synthetic training samples (without --data)")
+    synth_test: int = option(500, "synthetic test samples (without --data)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.model, dict):
             self.model = STGANConfig.from_dict(self.model)
         if self.data == "synthetic":
             self.data = None
         if self.d_steps is None:
             self.d_steps = self.steps_per_stage
-        check_minimum(self, ("steps_per_stage", "batch_size", "log_every", "d_updates", "synth_train", "synth_test"), 1)
-        check_minimum(self, ("d_steps", "sample_every", "checkpoint_every", "workers", "seed", "history"), 0)
+        check_minimum(self, ("steps_per_stage", "batch_size", "d_updates", "synth_train", "synth_test"), 1)
+        check_minimum(self, ("d_steps", "history"), 0)
         check_minimum(self, ("lr_g", "lr_d"), 0, strict=True)
         check_minimum(self, ("gp_weight", "dp_weight", "init_noise", "d_init_noise"), 0)
-        check_device(self.device)
         if self.glasses is not None and self.data is None:
             raise ValueError("glasses (a folder of glasses PNGs) goes with data=CelebA root; got no data")
+        if self.amp:
+            raise ValueError("stgan does not train under amp (--amp): its gradient penalty needs float32 gradients")
+        if self.supervised and self.glasses is not None:
+            raise ValueError("supervised (--supervised) learns p_true, which CelebA (--glasses) does not have; "
+                             "train adversarially")  # fmt: skip
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> TrainConfig:
+        """From {option: value}; without a size, the data's: the placement folder's
+        info.json, 144x144 for CelebA (--glasses), else 64x64 (the synthetic set)."""
+        values = dict(values)
+        if values.get("size") is None:
+            data = values.get("data")
+            info = Path(data) / "info.json" if data not in (None, "synthetic") else None
+            if values.get("glasses") is not None:
+                values["size"] = (144, 144)
+            elif info is not None and info.is_file():
+                values["size"] = tuple(json.loads(info.read_text())["size"])
+            else:
+                values["size"] = (64, 64)
+        return from_flat(cls, values)
 
     @property
     def stage_lengths(self) -> list[int]:
@@ -176,35 +187,46 @@ class TrainConfig:
                 return stage
         return self.model.warps
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+
+@dataclass
+class TestConfig(EvalConfig):
+    """Apply a trained ST-GAN to the test split: OUT/images/*.png (final composites),
+    OUT/samples.png and OUT/metrics.json (mean corner error in pixels before warping and
+    after each warp, where the data has p_true)."""
+
+    batch_size: int = option(50, "images per forward pass")
+    glasses: str | None = option(None, "glasses PNGs, with --data a CelebA root", metavar="DIR")
+    ops: str | None = option(None, "override the checkpoint's warp sampler", choices=("pydeform", "reference", "kornia"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.glasses is not None and self.data is None:
+            raise ValueError("--glasses needs --data (the CelebA root)")
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def synthetic_data(size: tuple[int, int], train: int = 2000, test: int = 500, progress: bool = True) -> Path:
+def synthetic_data(
+    size: tuple[int, int], train: int = 2000, test: int = 500, progress: bool = True, info: DistInfo | None = None
+) -> Path:
     """The synthetic placement set at `size`, written once into
-    cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test}-{generator} (a temporary folder
-    renamed into place, so an interrupted or concurrent writer leaves no half set).
-    {generator} is a digest of the generator's source, so a changed generator never reuses
-    a set written by an older one."""
+    cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test}-{generator} (see
+    `pydeform.train.engine.write_once`). {generator} is a digest of the generator's source,
+    so a changed generator never reuses a set written by an older one."""
     from pydeform.data import synth_placement
 
     height, width = size
     generator = hashlib.sha256(Path(synth_placement.__file__).read_bytes()).hexdigest()[:10]
     root = cache_dir() / f"synth-placement-{height}x{width}-seed{SYNTH_SEED}-n{train}-{test}-{generator}"
-    if not root.exists():
-        from pydeform.data.synth_placement import write_placement
 
-        tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    def write(tmp: Path) -> None:
         print(f"writing the synthetic placement set to {root} (once)", flush=True)
-        write_placement(tmp, size=(height, width), train=train, test=test, seed=SYNTH_SEED, progress=progress)
-        try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first: keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+        synth_placement.write_placement(tmp, size=(height, width), train=train, test=test, seed=SYNTH_SEED,
+                                        progress=progress)  # fmt: skip
+
+    return write_once(root, write, info)
 
 
 def open_placement(root: str | os.PathLike, split: str, glasses: str | None = None, size: int = 144) -> Dataset:
@@ -218,12 +240,6 @@ def open_placement(root: str | os.PathLike, split: str, glasses: str | None = No
     from pydeform.data import Placement
 
     return Placement(root, split)
-
-
-def _data_root(config: TrainConfig) -> Path:
-    if config.data is not None:
-        return Path(config.data)
-    return synthetic_data(config.model.size, config.synth_train, config.synth_test, config.progress)
 
 
 def _open_split(root: Path, split: str, glasses: str | None, model: STGANConfig) -> Dataset:
@@ -245,69 +261,6 @@ def _has_p_true(dataset: Dataset) -> bool:
     return "p_true" in dataset[0]
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-
-
-# ----------------------------------------------------------------------------- history
-
-
-class FakeHistory:
-    """ST-GAN's history of earlier fakes (`updateHistory`, glasses/data.py): half of each
-    critic batch comes from earlier generator outputs, so the critic does not forget them.
-
-    mix(fakes (B, ...)): a random half of the new fakes (B // 2) is stored; the returned
-    batch (B, ...) holds min(B // 2, stored) earlier fakes drawn at random from the store
-    (before this call's additions) and new fakes for the rest. The store is a ring of
-    `capacity` images (the oldest are overwritten once full). Randomness: torch's global
-    generator. capacity 0 returns the fakes unchanged.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
-            raise ValueError(f"capacity must be an int >= 0, got {capacity!r}")
-        self.capacity = capacity
-        self.images: Tensor | None = None  # (count, ...), count <= capacity
-        self.next = 0  # where the next image goes once full
-
-    @property
-    def count(self) -> int:
-        return 0 if self.images is None else self.images.shape[0]
-
-    def mix(self, fakes: Tensor) -> Tensor:
-        if not isinstance(fakes, Tensor) or fakes.dim() < 1 or fakes.shape[0] < 1:
-            raise ValueError(f"fakes must be a tensor (B, ...) with B >= 1, got {getattr(fakes, 'shape', fakes)!r}")
-        if self.capacity == 0:
-            return fakes
-        fakes = fakes.detach()
-        if self.images is not None and (self.images.shape[1:] != fakes.shape[1:] or self.images.device != fakes.device):
-            raise ValueError(f"fakes of shape {tuple(fakes.shape[1:])} do not match the stored {tuple(self.images.shape[1:])}")
-        half = fakes.shape[0] // 2
-        order = torch.randperm(fakes.shape[0], device=fakes.device)
-        old = min(half, self.count)
-        drawn = self.images[torch.randperm(self.count, device=fakes.device)[:old]] if old else fakes[:0]
-        mixed = torch.cat([drawn, fakes[order[old:]]])
-        self._store(fakes[order[:half]])
-        return mixed
-
-    def _store(self, images: Tensor) -> None:
-        images = images[: self.capacity]
-        room = self.capacity - self.count
-        if room > 0:  # filling up: one concatenation per call
-            head = images[:room].clone()
-            self.images = head if self.images is None else torch.cat([self.images, head])
-            images = images[room:]
-        for image in images:  # full: overwrite the oldest
-            self.images[self.next] = image
-            self.next = (self.next + 1) % self.capacity
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "images": self.images, "next": self.next}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.capacity, self.images, self.next = int(state["capacity"]), state["images"], int(state["next"])
-
-
 # ----------------------------------------------------------------------------- training
 
 
@@ -320,6 +273,7 @@ class _Networks:
     opt_g: list[torch.optim.Optimizer]  # one per generator
     opt_d: torch.optim.Optimizer | None
     history: FakeHistory
+    run: Run  # its update(): backward, gradients averaged over the ranks, step
 
     def state_dict(self) -> dict[str, Any]:
         state = {
@@ -341,8 +295,12 @@ class _Networks:
             self.opt_d.load_state_dict(state["opt_d"])
 
 
-def _build_networks(config: TrainConfig, device: torch.device, state: dict[str, Any] | None) -> _Networks:
-    seed_everything(config.seed)
+def _build_networks(
+    config: TrainConfig, device: torch.device, state: dict[str, Any] | None, run: Run | None = None
+) -> _Networks:
+    """Networks, Adam optimisers and the history of fakes, restored from `state` when
+    given; `run`: the engine's (default: a single process on `device`)."""
+    run = run or Run(config, DistInfo(0, 1, 0, torch.device(device)))
     model = STGAN(config.model).to(device)
     # ST-GAN: tf.train.AdamOptimizer with its default betas (0.9, 0.999).
     opt_g = [torch.optim.Adam(g.parameters(), lr=config.lr_g) for g in model.generators]
@@ -350,7 +308,7 @@ def _build_networks(config: TrainConfig, device: torch.device, state: dict[str, 
     if not config.supervised:
         discriminator = STGANDiscriminator(config.model.d_widths, config.model.init_std).to(device)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d)
-    networks = _Networks(model, discriminator, opt_g, opt_d, FakeHistory(config.history))
+    networks = _Networks(model, discriminator, opt_g, opt_d, FakeHistory(config.history), run)
     if state is not None:
         networks.load_state_dict(state)
     return networks
@@ -368,9 +326,7 @@ def _critic_steps(networks: _Networks, config: TrainConfig, real: Tensor, fake: 
     fake = networks.history.mix(fake.detach())
     for _ in range(config.d_updates):
         parts = wgan_discriminator_loss(discriminator, real, fake, config.gp_weight)
-        opt_d.zero_grad(set_to_none=True)
-        parts["total"].backward()
-        opt_d.step()
+        networks.run.update(opt_d, parts["total"])
     return {"loss_d": parts["total"].detach(), "wasserstein": parts["wasserstein"], "gp": parts["gp"]}
 
 
@@ -383,10 +339,7 @@ def _train_step(networks: _Networks, config: TrainConfig, stage: int, batch: dic
         p_init = p_true + config.init_noise * torch.randn_like(p_true) if config.init_noise > 0 else batch["p_init"]
         steps = model(background, foreground, p_init, steps=stage, frozen=stage - 1)
         loss = (steps.params[stage] - p_true).square().sum(dim=1).mean()
-        opt = networks.opt_g[stage - 1]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        networks.run.update(networks.opt_g[stage - 1], loss)
         return {"loss_p": loss.detach()}
 
     p_init = batch["p_init"]
@@ -402,148 +355,20 @@ def _train_step(networks: _Networks, config: TrainConfig, stage: int, batch: dic
     discriminator.requires_grad_(False)  # the generator's loss leaves no gradients in D
     parts = wgan_generator_loss(discriminator(fake), steps.updates[stage - 1], config.dp_weight)
     discriminator.requires_grad_(True)
-    opt = networks.opt_g[stage - 1]
-    opt.zero_grad(set_to_none=True)
-    parts["total"].backward()
-    opt.step()
+    networks.run.update(networks.opt_g[stage - 1], parts["total"])
     # ST-GAN updates D with the composites of the generator step (before its update).
     losses = _critic_steps(networks, config, real, fake)
     return {**losses, "loss_g": parts["total"].detach(), "g_adv": parts["adv"], "g_dp": parts["dp"]}
 
 
 @torch.no_grad()
-def _write_samples(model: STGAN, batch: dict[str, Tensor], warps: int, path: Path) -> None:
+def _sample_rows(model: STGAN, batch: dict[str, Tensor], warps: int) -> list[list[Tensor]]:
     """Rows of: background | initial composite | composite after warps 1..warps | real."""
     steps = model(batch["background"], batch["foreground"], batch["p_init"], steps=warps)
-    rows = [
+    return [
         [batch["background"][b], *(c[b] for c in steps.composites), batch["real"][b]]
         for b in range(batch["background"].shape[0])
     ]
-    save_image_grid(rows, path, value_range=(0.0, 1.0))
-
-
-def _resume_state(config: TrainConfig, path: Path) -> dict[str, Any] | None:
-    if not config.resume:
-        return None
-    if not path.exists():
-        print(f"--resume: no checkpoint at {path}, starting from step 0", flush=True)
-        return None
-    state = load_checkpoint(path)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{path} is not an ST-GAN checkpoint (kind {state.get('kind')!r})")
-    saved = state["config"]
-    # The three samplers compute the same function: a run may switch between them.
-    differ = [k for k, v in config.model.to_dict().items() if k != "ops" and _jsonable(saved.get(k)) != _jsonable(v)]
-    if differ:
-        raise ValueError(
-            f"cannot resume {path}: the model settings differ from the checkpoint's: "
-            + ", ".join(f"{k} {saved.get(k)!r} (checkpoint) vs {getattr(config.model, k)!r}" for k in differ)
-        )
-    trained = state["train_config"]
-    for key in ("supervised", "steps_per_stage", "d_steps", "batch_size", "paired_reals", "init_from_previous",
-                "d_init_noise"):
-        if trained.get(key) != getattr(config, key):
-            raise ValueError(
-                f"cannot resume {path}: {key} was {trained.get(key)!r}, now {getattr(config, key)!r} "
-                "(the stage boundaries and the data order depend on it)"
-            )
-    return state
-
-
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
-def train(config: TrainConfig) -> dict[str, float]:
-    """Train (or resume) ST-GAN; see the module docstring for the stages and what it writes.
-    Returns the last logged losses and the final "step" and "stage"."""
-    out, device = Path(config.out), torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda': torch sees no CUDA GPU")
-    checkpoint_path = out / "checkpoint.pt"
-    state = _resume_state(config, checkpoint_path)
-    start = int(state["step"]) if state is not None else 0
-    total = config.total_steps
-    if start >= total:
-        print(f"{checkpoint_path} is at step {start} >= {total} (all stages): nothing to do", flush=True)
-        return {"step": float(start), "stage": float(config.model.warps)}
-
-    root = _data_root(config)
-    train_set = _open_split(root, "train", config.glasses, config.model)
-    if config.supervised and not _has_p_true(train_set):
-        raise ValueError(
-            f"supervised training learns p_true, which {root} does not have (real photographs: CelebA); "
-            "train adversarially, or use the synthetic placement set"
-        )
-    try:
-        sample_set = _open_split(root, "test", config.glasses, config.model)
-    except (FileNotFoundError, ValueError):
-        sample_set = train_set
-
-    def loader(seed: int) -> DataLoader:
-        sampler = ResumableBatchSampler(len(train_set), config.batch_size, seed, start_step=start)
-        return DataLoader(train_set, batch_sampler=sampler, num_workers=config.workers, pin_memory=device.type == "cuda")
-
-    batches = iter(loader(config.seed))
-    unpaired = not (config.supervised or config.paired_reals)
-    reals = iter(loader(config.seed + REAL_SEED_OFFSET)) if unpaired else None
-    networks = _build_networks(config, device, state)
-    networks.model.train()
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.json", lambda f: f.write(json.dumps(config.to_dict(), indent=2).encode()))
-    logger = JsonlLogger(out / "log.jsonl", keep_until=start if state is not None else None)
-    count = min(NUM_SAMPLES, len(sample_set))
-    sample_batch = _to_device(default_collate([sample_set[i] for i in range(count)]), device)
-    stage_ends = np.cumsum(config.stage_lengths).tolist()
-    stage_starts = [0, *stage_ends[:-1]]
-
-    def write_outputs(step: int, stage: int, samples: bool, checkpoint: bool) -> None:
-        if samples:
-            _write_samples(networks.model, sample_batch, stage, out / "samples" / f"step_{step:07d}.png")
-        if checkpoint:
-            meta = {"kind": CHECKPOINT_KIND, "version": CHECKPOINT_VERSION, "step": step, "stage": stage,
-                    "config": config.model.to_dict(), "train_config": config.to_dict()}  # fmt: skip
-            save_checkpoint({**meta, **networks.state_dict()}, checkpoint_path)
-
-    def every(period: int, step: int) -> bool:
-        return period > 0 and step % period == 0
-
-    progress = tqdm(total=total, initial=start, desc="stgan", unit="step", disable=not config.progress)
-    last: dict[str, float] = {}
-    started = interval_start = time.perf_counter()
-    logged_step, trainable = start, None
-    try:
-        for step in range(start, total):
-            stage = config.stage_of(step)
-            if stage != trainable:
-                _set_trainable(networks.model, stage)
-                trainable = stage
-            if config.init_from_previous and stage >= 2 and step == stage_starts[stage]:
-                generators = networks.model.generators
-                generators[stage - 1].load_state_dict(generators[stage - 2].state_dict())
-            batch = _to_device(next(batches), device)
-            real = _to_device(next(reals), device)["real"] if reals is not None else batch["real"]
-            seed_step(config.seed, 0, step)  # alpha, history, perturbations: a function of (seed, step)
-            losses = _train_step(networks, config, stage, batch, real)
-            done = step + 1
-            progress.update(1)
-            stage_end = done in stage_ends
-            if every(config.log_every, done) or stage_end:
-                last = {name: float(value) for name, value in sorted(losses.items())}
-                now = time.perf_counter()
-                logger.log(done, stage=stage, **last, it_s=(done - logged_step) / (now - interval_start),
-                           time=now - started)  # fmt: skip
-                interval_start, logged_step = now, done
-                progress.set_postfix({"stage": stage, **{k: f"{v:.3f}" for k, v in last.items()}}, refresh=False)
-            # A stage's end always gets a grid and a checkpoint: the next stage starts from them.
-            write_outputs(
-                done, stage, every(config.sample_every, done) or stage_end, every(config.checkpoint_every, done) or stage_end
-            )
-    finally:
-        progress.close()
-        logger.close()
-    return {"step": float(total), "stage": float(config.model.warps), **last}
 
 
 # ----------------------------------------------------------------------------- testing
@@ -580,9 +405,7 @@ def evaluate(
     "reduction_pct": [...] (relative to before warping), "samples", "step", "stage", ...}.
     Returns that dict.
     """
-    state = load_checkpoint(checkpoint)
-    if state.get("kind") != CHECKPOINT_KIND:
-        raise ValueError(f"{checkpoint} is not an ST-GAN checkpoint (kind {state.get('kind')!r})")
+    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "ST-GAN")
     model_config = STGANConfig.from_dict(state["config"])
     if ops is not None:
         model_config = dataclasses.replace(model_config, ops=ops)
@@ -593,7 +416,8 @@ def evaluate(
         root = synthetic_data(model_config.size, trained.get("synth_train", 2000), trained.get("synth_test", 500), progress)
     else:
         root = Path(data)
-    test_set = _open_split(root, "test", glasses, model_config)
+    with user_errors():
+        test_set = _open_split(root, "test", glasses, model_config)
     with_truth = _has_p_true(test_set)
     warps = min(int(state["stage"]), model_config.warps)
 
@@ -610,11 +434,11 @@ def evaluate(
     loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
     with torch.no_grad():
         for batch in tqdm(loader, desc="stgan test", unit="batch", disable=not progress):
-            batch = _to_device(batch, torch_device)
+            batch = to_device(batch, torch_device)
             steps = model(batch["background"], batch["foreground"], batch["p_init"], steps=warps)
             if count == 0:
                 first = {k: v[:NUM_SAMPLES] for k, v in batch.items() if isinstance(v, Tensor)}
-                _write_samples(model, first, warps, out / "samples.png")
+                save_image_grid(_sample_rows(model, first, warps), out / "samples.png", value_range=(0.0, 1.0))
             pixels = (steps.composites[-1].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for offset, image in enumerate(pixels):
                 Image.fromarray(image).save(out / "images" / f"{count + offset:06d}.png")
@@ -648,3 +472,92 @@ def format_metrics(result: dict[str, Any]) -> str:
         lines.append("no p_true in this data: composites only (no corner error)")
     lines.append(f"{result['samples']} test samples, {result['mode']}, checkpoint step {result['step']} (stage {result['stage']})")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+class STGANRecipe(Recipe):
+    """ST-GAN's stages on the engine: which generator trains at which step, several
+    critic updates per step, a history of fakes, and reals drawn in their own order."""
+
+    name = "stgan"
+    kind = CHECKPOINT_KIND
+    description = "ST-GAN (Lin et al., CVPR 2018): learn the homography that places a foreground on a background"
+    config_class = TrainConfig
+    eval_config_class = TestConfig
+
+    config: TrainConfig
+
+    def total_steps(self) -> int:
+        return self.config.total_steps
+
+    def open_data(self, run: Run) -> Data:
+        config = self.config
+        if config.data is not None:
+            root = Path(config.data)
+        else:
+            progress = config.progress and run.info.is_main
+            root = synthetic_data(config.model.size, config.synth_train, config.synth_test, progress, run.info)
+        train_set = _open_split(root, "train", config.glasses, config.model)
+        if config.supervised and not _has_p_true(train_set):
+            raise ValueError(
+                f"supervised training learns p_true, which {root} does not have (real photographs: CelebA); "
+                "train adversarially, or use the synthetic placement set"
+            )
+        try:
+            sample_set = _open_split(root, "test", config.glasses, config.model)
+        except (FileNotFoundError, ValueError):
+            sample_set = train_set
+        streams = {"train": (train_set, 0)}
+        if not (config.supervised or config.paired_reals):  # unpaired reals: their own data order
+            streams["real"] = (train_set, REAL_SEED_OFFSET)
+        return Data(streams, sample_set)
+
+    def build(self, run: Run, state: dict[str, Any] | None) -> None:
+        self.networks = _build_networks(self.config, run.device, state, run)
+        self.networks.model.train()
+        self.trainable: int | None = None
+        ends = np.cumsum(self.config.stage_lengths).tolist()
+        self.stage_ends, self.stage_starts = ends, [0, *ends[:-1]]
+
+    def learning_rates(self, step: int) -> list[tuple[torch.optim.Optimizer, float]]:
+        rates = [(opt, self.config.lr_g) for opt in self.networks.opt_g]
+        return rates + ([(self.networks.opt_d, self.config.lr_d)] if self.networks.opt_d is not None else [])
+
+    def train_step(self, step: int, batches: dict[str, dict[str, Any]]) -> dict[str, Tensor]:
+        config, networks = self.config, self.networks
+        stage = config.stage_of(step)
+        if stage != self.trainable:
+            _set_trainable(networks.model, stage)
+            self.trainable = stage
+        if config.init_from_previous and stage >= 2 and step == self.stage_starts[stage]:
+            generators = networks.model.generators
+            generators[stage - 1].load_state_dict(generators[stage - 2].state_dict())
+        batch = batches["train"]
+        real = batches["real"]["real"] if "real" in batches else batch["real"]
+        return _train_step(networks, config, stage, batch, real)
+
+    def boundaries(self) -> set[int]:
+        return set(self.stage_ends)  # a stage's end: the next stage starts from its checkpoint
+
+    def log_fields(self, done: int) -> dict[str, Any]:
+        return {"stage": self.config.stage_of(done - 1)}
+
+    def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
+        return _sample_rows(self.networks.model, batch, self.config.stage_of(done - 1)), (0.0, 1.0)
+
+    def state_dict(self, done: int) -> dict[str, Any]:
+        return {"stage": self.config.stage_of(done - 1), **self.networks.state_dict()}
+
+    @staticmethod
+    def evaluate(config: TestConfig) -> dict[str, Any]:
+        return evaluate(**dataclasses.asdict(config))
+
+    summary = staticmethod(format_metrics)
+
+
+def train(config: TrainConfig) -> dict[str, float]:
+    """Train (or resume) ST-GAN; see the module docstring for the stages and what it writes.
+    Returns the last logged losses and the final "step" and "stage"."""
+    return run_training(STGANRecipe(config))

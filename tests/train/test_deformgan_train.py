@@ -14,7 +14,8 @@ import pydeform
 from pydeform.data.synth_pose import write_pose_pairs
 from pydeform.models import DeformGANConfig
 from pydeform.train import common
-from pydeform.train.common import JsonlLogger, ResumableBatchSampler, load_checkpoint, render_pose, save_checkpoint
+from pydeform.train.common import JsonlLogger, load_checkpoint, render_pose, save_checkpoint
+from pydeform.train.engine import ResumableBatchSampler
 from pydeform.train.deformgan import TrainConfig, train
 
 SIZE = (64, 32)
