@@ -1,14 +1,20 @@
-"""Shared benchmark machinery: alternating timing, peak memory measured the same way for
-every implementation, the results table and the JSON records.
+"""Shared benchmark machinery: the machine's own limits, alternating timing, peak memory
+measured the same way for every implementation, the results table and the JSON file.
 
 Record keys: case, impl, device, fwd_ms, fwd_bwd_ms, peak_mb (peak of forward+backward
-above what was allocated before it, inputs excluded).
+above what was allocated before it, inputs excluded), and for the op benchmarks
+floor_fwd_ms / floor_fwd_bwd_ms: the least time the op's contract allows on this machine
+(`Cost`). The JSON file holds {"machine", "load_start", "load_end", "threads", "cores",
+"loaded", "records"}. A run during which the load average exceeded the number of cores is
+marked "loaded": load slows torch's multi-threaded ops more than ours, so its ratios are
+inflated and its figures are not results.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import json
+import os
 import platform
 import statistics
 import sys
@@ -27,6 +33,8 @@ class Record:
     fwd_ms: float
     fwd_bwd_ms: float
     peak_mb: float
+    floor_fwd_ms: float | None = None
+    floor_fwd_bwd_ms: float | None = None
 
 
 @dataclass
@@ -42,7 +50,7 @@ def parse_args(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all", help="'all': cpu, and cuda when present")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median reported)")
-    parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    parser.add_argument("--json", metavar="PATH", help="write the records as a JSON file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args()
 
@@ -84,6 +92,97 @@ def _time_once(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+# ----------------------------------------------------------------------------- the machine's limits
+
+
+@dataclass
+class Machine:
+    """The limits of a device at the thread count in use, measured with torch: streaming
+    bandwidth (c = a + b on 256 MB float32 arrays, 2 reads and 1 write per element) and
+    peak FMA throughput (a 2048^3 float32 matrix product, 2 FLOPs per multiply-add)."""
+
+    device: str
+    threads: int
+    bandwidth_gbs: float
+    peak_gflops: float
+
+
+def measure_machine(device: torch.device, repeats: int = 5) -> Machine:
+    n = 64 * 2**20
+    a, b = torch.rand(n, device=device), torch.rand(n, device=device)
+    c = torch.empty_like(a)
+    torch.add(a, b, out=c)
+    add_ms = statistics.median(_time_once(lambda: torch.add(a, b, out=c), device) for _ in range(repeats))
+    m = 2048
+    x, y = torch.rand(m, m, device=device), torch.rand(m, m, device=device)
+    z = torch.empty_like(x)
+    torch.mm(x, y, out=z)
+    mm_ms = statistics.median(_time_once(lambda: torch.mm(x, y, out=z), device) for _ in range(repeats))
+    machine = Machine(device_name(device), torch.get_num_threads(), 3 * 4 * n / (add_ms * 1e-3) / 1e9,
+                      2 * m**3 / (mm_ms * 1e-3) / 1e9)  # fmt: skip
+    print(f"machine: {machine.device}: streaming {machine.bandwidth_gbs:.1f} GB/s, "
+          f"sgemm {machine.peak_gflops:.0f} GFLOP/s", flush=True)  # fmt: skip
+    return machine
+
+
+@dataclass
+class Cost:
+    """What an op's contract requires of any implementation: the bytes moved (each input
+    read once, each output written once) and the arithmetic (FLOPs), of the forward and of
+    the backward. A pass's floor is the larger of bytes / bandwidth and FLOPs / peak."""
+
+    fwd_bytes: float
+    fwd_flops: float
+    bwd_bytes: float
+    bwd_flops: float
+
+    def floors_ms(self, machine: Machine) -> tuple[float, float]:
+        """(forward floor, forward+backward floor) in ms on `machine`."""
+
+        def floor(nbytes: float, flops: float) -> float:
+            return max(nbytes / (machine.bandwidth_gbs * 1e9), flops / (machine.peak_gflops * 1e9)) * 1e3
+
+        return floor(self.fwd_bytes, self.fwd_flops), floor(self.fwd_bytes + self.bwd_bytes, self.fwd_flops + self.bwd_flops)
+
+
+class Session:
+    """One benchmark run: the load average at its start and end, the thread count, each
+    device's limits (measured once, on first use) and the JSON file."""
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self.load_start = os.getloadavg()
+        self.machines: dict[str, Machine] = {}
+        print(f"load average (1, 5, 15 min) {self.load_start}, {torch.get_num_threads()} threads, {self.cores} cores",
+              flush=True)  # fmt: skip
+        if self.load_start[0] > self.cores:
+            print(f"WARNING: load average {self.load_start[0]:.1f} > {self.cores} cores: these figures will not be "
+                  "results (load slows torch's multi-threaded ops most)", flush=True)  # fmt: skip
+
+    def machine(self, device: torch.device) -> Machine:
+        if device.type not in self.machines:
+            self.machines[device.type] = measure_machine(device)
+        return self.machines[device.type]
+
+    def finish(self, records: list[Record], path: str | None) -> None:
+        load_end = os.getloadavg()
+        loaded = max(self.load_start[0], load_end[0]) > self.cores
+        print(f"\nload average at the end {load_end}" + (
+            f"; LOADED (above {self.cores} cores): not a result" if loaded else ""), flush=True)  # fmt: skip
+        if path:
+            document = {
+                "machine": {kind: asdict(machine) for kind, machine in self.machines.items()},
+                "load_start": self.load_start, "load_end": load_end, "threads": torch.get_num_threads(),
+                "cores": self.cores, "loaded": loaded, "records": [asdict(r) for r in records],
+            }  # fmt: skip
+            with open(path, "w") as f:
+                json.dump(document, f, indent=2)
+            print(f"wrote {len(records)} records to {path}")
+
+
+# ----------------------------------------------------------------------------- timing and memory
+
+
 def _rss_mb(key: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -119,9 +218,13 @@ def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
     return _rss_mb("VmHWM:") - base
 
 
-def measure(case: str, device: torch.device, impls: list[Impl], repeats: int) -> list[Record]:
+def measure(
+    case: str, device: torch.device, impls: list[Impl], repeats: int, cost: Cost | None = None,
+    machine: Machine | None = None,
+) -> list[Record]:
     """Time every implementation alternately (one run of each per round, median of
-    `repeats` rounds) so that drifting machine load hits them alike, then measure peaks."""
+    `repeats` rounds) so that drifting machine load hits them alike, then measure peaks.
+    With the case's cost and the machine, the records carry the case's floors."""
     if device.type == "cpu":
         _prepare_cpu_memory_measurement()
     for impl in impls:  # warm-up: allocator caches, lazy initialisation, kernel loading
@@ -134,43 +237,32 @@ def measure(case: str, device: torch.device, impls: list[Impl], repeats: int) ->
             fwd[impl.name].append(_time_once(impl.forward, device))
         for impl in impls:
             fwd_bwd[impl.name].append(_time_once(impl.forward_backward, device))
+    floors = cost.floors_ms(machine) if cost is not None and machine is not None else (None, None)
     records = []
     for impl in impls:
         peak = peak_mb(impl.forward_backward, device)
         records.append(
             Record(case, impl.name, device_name(device), statistics.median(fwd[impl.name]),
-                   statistics.median(fwd_bwd[impl.name]), peak)
+                   statistics.median(fwd_bwd[impl.name]), peak, *floors)
         )  # fmt: skip
         print(f"  {case:<28} {impl.name:<10} fwd {records[-1].fwd_ms:9.2f} ms   fwd+bwd {records[-1].fwd_bwd_ms:9.2f} ms   peak {peak:9.1f} MB", flush=True)
+    if floors[0] is not None:
+        print(f"  {case:<28} floor      fwd {floors[0]:9.2f} ms   fwd+bwd {floors[1]:9.2f} ms", flush=True)
     return records
 
 
 def print_table(records: list[Record], baseline: str = "reference") -> None:
-    """Markdown table; speedups and memory ratios are against `baseline` of the same case."""
+    """Markdown table; speedups and memory ratios are against `baseline` of the same case;
+    "x floor" is the forward+backward time over the case's forward+backward floor."""
     base = {(r.case, r.device): r for r in records if r.impl == baseline}
-    print("\n| case | device | impl | fwd ms | fwd+bwd ms | peak MB | fwd+bwd speedup | memory ratio |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("\n| case | device | impl | fwd ms | fwd+bwd ms | peak MB | fwd+bwd speedup | memory ratio | x floor |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in records:
         b = base.get((r.case, r.device))
         speed = f"{b.fwd_bwd_ms / r.fwd_bwd_ms:.1f}x" if b else "-"
         mem = f"{r.peak_mb / b.peak_mb:.3f}" if b and b.peak_mb > 0 else "-"
-        print(f"| {r.case} | {r.device} | {r.impl} | {r.fwd_ms:.2f} | {r.fwd_bwd_ms:.2f} | {r.peak_mb:.1f} | {speed} | {mem} |")
-
-
-def write_json(records: list[Record], path: str | None) -> None:
-    if path:
-        with open(path, "w") as f:
-            json.dump([asdict(r) for r in records], f, indent=2)
-        print(f"\nwrote {len(records)} records to {path}")
-
-
-def copy_bandwidth_gbs(device: torch.device, megabytes: int = 1024) -> float:
-    """Achievable memory bandwidth: bytes read + written by a large device-to-device copy."""
-    src = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    ms = statistics.median(_time_once(lambda: dst.copy_(src), device) for _ in range(10))
-    return 2 * src.numel() / (ms * 1e-3) / 1e9
+        floor = f"{r.fwd_bwd_ms / r.floor_fwd_bwd_ms:.1f}" if r.floor_fwd_bwd_ms else "-"
+        print(f"| {r.case} | {r.device} | {r.impl} | {r.fwd_ms:.2f} | {r.fwd_bwd_ms:.2f} | {r.peak_mb:.1f} | {speed} | {mem} | {floor} |")
 
 
 def report_targets(checks: list[tuple[str, bool]], strict: bool) -> None:

@@ -24,8 +24,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Impl, devices, measure, parse_args, print_table, report_targets  # noqa: E402
-from _common import write_json  # noqa: E402
+from _common import Cost, Impl, Session, devices, measure, parse_args, print_table, report_targets  # noqa: E402
 
 from pydeform.ops import multi_affine_warp, reference  # noqa: E402
 
@@ -68,6 +67,23 @@ def part_masks(B: int, H: int, W: int, g: torch.Generator) -> torch.Tensor:
     return masks
 
 
+def cost(B: int, C: int, H: int, W: int, mask_grad: bool) -> Cost:
+    """The contract's work (float32, K parts, output size = input size).
+    Forward: read x and the masks once, write out, and one byte per output element for the
+    winning candidate (0..K), which the backward needs. Per candidate (element, part):
+    bilinear (4 multiplies, 3 adds), the mask multiply and the max compare; per (pixel,
+    part) the affine map and the tap weights, ~16 FLOPs.
+    Backward (gradients to x and theta, and to the masks with mask_grad): read the upstream
+    gradient, x, the masks and the winners, write grad_x (and grad_mask); per output element
+    the 4-tap scatter (8), the coordinate gradients (14) and theta's 6 accumulations (12)."""
+    elements, part_pixels = B * C * H * W, B * PARTS * H * W
+    return Cost(
+        fwd_bytes=4 * (2 * elements + part_pixels) + elements, fwd_flops=9 * elements * PARTS + 16 * part_pixels,
+        bwd_bytes=4 * (3 * elements + part_pixels) + elements + (4 * part_pixels if mask_grad else 0),
+        bwd_flops=(34 + (2 if mask_grad else 0)) * elements,
+    )  # fmt: skip
+
+
 def impls_for(x: torch.Tensor, theta: torch.Tensor, masks: torch.Tensor, mask_grad: bool) -> list[Impl]:
     x_grad, theta_grad = x.detach().requires_grad_(), theta.detach().requires_grad_()
     masks_grad = masks.detach().requires_grad_(mask_grad)
@@ -92,9 +108,10 @@ def main() -> None:
     if mask_grad:
         sys.argv.remove("--mask-grad")  # the shared parser knows only the shared options
     args = parse_args(__doc__.splitlines()[0])
-    records, checks = [], []
+    session, records, checks = Session(), [], []
     print(f"K = {PARTS}; gradients to x and theta" + (" and masks" if mask_grad else " (masks from the data: none)"))
     for device in devices(args.device):
+        machine = session.machine(device)
         print(f"\n{device.type}:")
         for dataset, (B, levels) in DATASETS.items():
             per_level = []
@@ -104,7 +121,8 @@ def main() -> None:
                 theta = near_identity_theta(B, H, W, g).to(device)
                 masks = part_masks(B, H, W, g).to(device)
                 name = f"{dataset} L{level} {B}x{C}x{H}x{W}" + (" +mask grad" if mask_grad else "")
-                mine, ref = measure(name, device, impls_for(x, theta, masks, mask_grad), args.repeats)
+                mine, ref = measure(name, device, impls_for(x, theta, masks, mask_grad), args.repeats,
+                                    cost(B, C, H, W, mask_grad), machine)  # fmt: skip
                 records += [mine, ref]
                 per_level.append((mine, ref))
             if device.type == "cpu":
@@ -116,7 +134,7 @@ def main() -> None:
                     (f"cpu {dataset} (4 levels): peak memory ratio {memory:.3f} <= 0.2", memory <= 0.2),
                 ]
     print_table(records)
-    write_json(records, args.json)
+    session.finish(records, args.json)
     report_targets(checks, args.check)
 
 

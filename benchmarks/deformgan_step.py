@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import default_collate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Impl, devices, measure, parse_args, print_table, report_targets, write_json  # noqa: E402
+from _common import Impl, Session, devices, measure, parse_args, print_table, report_targets  # noqa: E402
 
 from pydeform.data import PosePairs  # noqa: E402
 from pydeform.data.synth_pose import write_pose_pairs  # noqa: E402
@@ -72,6 +72,7 @@ def impl_for(ops: str, preset: str, batch: dict[str, torch.Tensor], device: torc
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
+    session = Session()
     records, checks = [], []
     for device in devices(args.device):
         print(f"\n{device.type}:")
@@ -90,7 +91,7 @@ def main() -> None:
                     (f"cpu fashion step: peak memory {memory:.2f}x lower >= 2x", memory >= 2),
                 ]
     print_table(records)
-    write_json(records, args.json)
+    session.finish(records, args.json)
     report_targets(checks, args.check)
 
 

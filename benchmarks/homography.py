@@ -22,7 +22,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Impl, devices, measure, parse_args, print_table, report_targets, write_json  # noqa: E402
+from _common import Cost, Impl, Session, devices, measure, parse_args, print_table, report_targets  # noqa: E402
 
 from pydeform.ops import homography_sample, reference  # noqa: E402
 
@@ -45,6 +45,21 @@ def kornia_matrix(h_normalized: torch.Tensor, height: int, width: int) -> torch.
     to_normalized = reference.pixel_to_normalized_matrix(height, width, torch.float64)
     h_pixel = torch.linalg.inv(to_normalized) @ h_normalized @ to_normalized
     return torch.linalg.inv(h_pixel)
+
+
+def cost(B: int, C: int, H: int, W: int) -> Cost:
+    """The contract's work (float32, one homography per sample, output size = input size).
+    Forward: read x once, write out. Per output pixel the projection (u, v, w: 12 FLOPs),
+    two divisions and the tap weights (~8); per output element the bilinear combination
+    (4 multiplies, 3 adds).
+    Backward (gradients to x and h): read the upstream gradient and x, write grad_x; per
+    output element the 4-tap scatter (8) and the coordinate gradients (14); per output
+    pixel the chain through u/w, v/w to the 9 entries of h (~30)."""
+    elements, pixels = B * C * H * W, B * H * W
+    return Cost(
+        fwd_bytes=4 * 2 * elements, fwd_flops=7 * elements + 20 * pixels,
+        bwd_bytes=4 * 3 * elements, bwd_flops=22 * elements + 30 * pixels,
+    )  # fmt: skip
 
 
 def impls_for(x: torch.Tensor, h: torch.Tensor, m: torch.Tensor) -> list[Impl]:
@@ -82,15 +97,16 @@ def impls_for(x: torch.Tensor, h: torch.Tensor, m: torch.Tensor) -> list[Impl]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    records, checks = [], []
+    session, records, checks = Session(), [], []
     generator = torch.Generator().manual_seed(0)
     for device in devices(args.device):
+        machine = session.machine(device)
         print(f"\n{device.type}:")
         for name, B, C, H, W in CASES:
             x = torch.rand(B, C, H, W, generator=generator).to(device)
             h64 = stgan_homographies(B, generator=generator)
             h, m = h64.float().to(device), kornia_matrix(h64, H, W).float().to(device)
-            mine, ref, kornia = measure(name, device, impls_for(x, h, m), args.repeats)
+            mine, ref, kornia = measure(name, device, impls_for(x, h, m), args.repeats, cost(B, C, H, W), machine)
             records += [mine, ref, kornia]
             if device.type == "cpu":
                 vs_kornia, vs_reference = kornia.fwd_bwd_ms / mine.fwd_bwd_ms, ref.fwd_bwd_ms / mine.fwd_bwd_ms
@@ -104,7 +120,7 @@ def main() -> None:
     print_table(records)
     print("\nAgainst kornia:")
     print_table(records, baseline="kornia")
-    write_json(records, args.json)
+    session.finish(records, args.json)
     report_targets(checks, args.check)
 
 

@@ -15,12 +15,27 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Impl, copy_bandwidth_gbs, devices, measure, parse_args, print_table, report_targets, write_json  # noqa: E402
+from _common import Cost, Impl, Session, devices, measure, parse_args, print_table, report_targets  # noqa: E402
 
 from pydeform.ops import patch_nn_distance, reference  # noqa: E402
 
 # (name, B, C, H, W, kernel_size): conv1_2 features have the image's resolution and 64 channels.
 CASES = [("market 4x64x128x64 n=3", 4, 64, 128, 64, 3), ("fashion 2x64x256x256 n=5", 2, 64, 256, 256, 5)]
+
+
+def cost(B: int, C: int, H: int, W: int, n: int) -> Cost:
+    """The contract's work (float32 features, p = 1, gradient to x only, as in training).
+    Forward: read x and y once, write dist (float32) and index (int64). Every candidate
+    inside the image costs C x (sub, abs, add) plus one compare for the minimum.
+    Backward: read the gradient of dist, x, y and index, write grad_x; per element of x one
+    sub, sign and multiply."""
+    r = (n - 1) // 2
+    candidates = B * sum(H - abs(d) for d in range(-r, r + 1)) * sum(W - abs(d) for d in range(-r, r + 1))
+    elements, pixels = B * C * H * W, B * H * W
+    return Cost(
+        fwd_bytes=4 * 2 * elements + (4 + 8) * pixels, fwd_flops=candidates * (3 * C + 1),
+        bwd_bytes=4 * pixels + 4 * 2 * elements + 8 * pixels + 4 * elements, bwd_flops=3 * elements,
+    )  # fmt: skip
 
 
 def impls_for(x: torch.Tensor, y: torch.Tensor, n: int) -> list[Impl]:
@@ -42,23 +57,24 @@ def impls_for(x: torch.Tensor, y: torch.Tensor, n: int) -> list[Impl]:
 
 def main() -> None:
     args = parse_args(__doc__.splitlines()[0])
-    records, checks = [], []
+    session, records, checks = Session(), [], []
     for device in devices(args.device):
+        machine = session.machine(device)
         print(f"\n{device.type}:")
         for name, B, C, H, W, n in CASES:
             x = torch.randn(B, C, H, W, device=device)
             y = torch.randn(B, C, H, W, device=device)
-            mine, ref = measure(name, device, impls_for(x, y, n), args.repeats)
+            mine, ref = measure(name, device, impls_for(x, y, n), args.repeats, cost(B, C, H, W, n), machine)
             records += [mine, ref]
             if device.type == "cpu" and name.startswith("fashion"):
                 checks.append((f"cpu {name}: fwd+bwd speedup {ref.fwd_bwd_ms / mine.fwd_bwd_ms:.1f}x >= 30x", ref.fwd_bwd_ms >= 30 * mine.fwd_bwd_ms))
                 checks.append((f"cpu {name}: peak memory ratio {mine.peak_mb / ref.peak_mb:.3f} <= 0.1", mine.peak_mb <= 0.1 * ref.peak_mb))
             if device.type == "cuda":
-                bandwidth = copy_bandwidth_gbs(device)
+                bandwidth = machine.bandwidth_gbs
                 read_ms = 2 * x.numel() * x.element_size() / (bandwidth * 1e9) * 1e3
                 checks.append((f"cuda {name}: fwd {mine.fwd_ms:.3f} ms <= 3 x {read_ms:.3f} ms (inputs read once at {bandwidth:.0f} GB/s)", mine.fwd_ms <= 3 * read_ms))
     print_table(records)
-    write_json(records, args.json)
+    session.finish(records, args.json)
     report_targets(checks, args.check)
 
 

@@ -27,7 +27,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Impl, devices, measure, parse_args, print_table, write_json  # noqa: E402
+from _common import Impl, Session, devices, measure, parse_args, print_table  # noqa: E402
 
 from pydeform.models.stgan import OPS, STGANConfig  # noqa: E402
 from pydeform.train.common import seed_everything  # noqa: E402
@@ -67,6 +67,7 @@ def impl_for(ops: str, warps: int, batch: dict[str, torch.Tensor], device: torch
 def main() -> None:
     warps = WARPS
     args = parse_args(__doc__.splitlines()[0])
+    session = Session()
     records = []
     generator = torch.Generator().manual_seed(0)
     name = f"st-gan glasses 20x144x144 stage {warps}/{warps}"
@@ -78,7 +79,7 @@ def main() -> None:
     print_table(records)
     print("\nAgainst kornia:")
     print_table(records, baseline="kornia")
-    write_json(records, args.json)
+    session.finish(records, args.json)
 
 
 if __name__ == "__main__":
