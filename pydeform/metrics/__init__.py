@@ -23,9 +23,10 @@ to [-1, 1] (`l1`). To reproduce their numbers, convert generated images to uint8
 did, (255 (x + 1) / 2) truncated, and pass [0, 255] values to `ssim` and `mask_ssim`.
 """
 from pydeform.metrics.distribution import FeatureStats, feature_stats, fid, inception_score, kid
+from pydeform.metrics.lpips import LPIPS
 from pydeform.metrics.image import BODY_MASK_LIMBS, body_mask, l1, mask_ssim, psnr, ssim
 
 __all__ = [
     "BODY_MASK_LIMBS", "body_mask", "l1", "mask_ssim", "psnr", "ssim",
-    "FeatureStats", "feature_stats", "fid", "kid", "inception_score",
+    "FeatureStats", "feature_stats", "fid", "kid", "inception_score", "LPIPS",
 ]

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pydeform.nets.weights import load_state_file, load_strict
+
 __all__ = ["InceptionV3FID", "resize_tf1_bilinear", "RESIZE_MODES", "INCEPTION_WEIGHT_FILES"]
 
 RESIZE_MODES = ("torch-fidelity", "pytorch-fid")
@@ -239,13 +241,7 @@ class InceptionV3FID(nn.Module):
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a pytorch-fid / torch-fidelity weight file strictly (see the class docstring)."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Inception weights file not found: {path} (expected {INCEPTION_WEIGHT_FILES})")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # not a torch file, or a pickle of more than tensors
-            raise ValueError(f"{path} is not a readable state-dict file: {error}") from error
-        load_strict(self, state, path, "FID Inception")
+        load_strict(self, load_state_file(path, f"Inception weights (expected {INCEPTION_WEIGHT_FILES})"), path, "FID Inception")
         self.weights_path = path
 
     def train(self, mode: bool = True) -> "InceptionV3FID":
@@ -274,27 +270,3 @@ class InceptionV3FID(nn.Module):
         logits = features @ self.fc.weight.t()
         return features.float(), logits.float()
 
-
-def load_strict(module: nn.Module, state: object, path: Path, what: str, prefix_filter: str | None = None) -> None:
-    """Load `state` into `module` after checking every key and shape; BatchNorm's
-    `num_batches_tracked` counters may be absent (older files), nothing else may.
-    prefix_filter: only keys starting with it are compared (e.g. "features." of a
-    torchvision classifier file); the others are ignored."""
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    if prefix_filter is not None:
-        state = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith(prefix_filter)}
-    own = module.state_dict()
-    optional = {k for k in own if k.endswith("num_batches_tracked")}
-    missing = [k for k in own if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} is not a {what} weight file: missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-            f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-        )
-    for key, value in state.items():
-        if not isinstance(value, Tensor) or value.shape != own[key].shape:
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"{path}: {key} has shape {shape}, expected {tuple(own[key].shape)}")
-    module.load_state_dict({k: v for k, v in state.items()}, strict=False)
