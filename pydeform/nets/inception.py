@@ -215,6 +215,21 @@ class InceptionV3FID(nn.Module):
                 "nothing is downloaded. Pass random_weights=True to accept random weights (tests only)."
             )
         self.resize = resize
+        # With a weight file, the layers are built on the meta device (no random initialisation
+        # of 24M parameters to overwrite), then allocated and filled from the file.
+        with torch.device("meta" if weights is not None else "cpu"):
+            self._build()
+        self.weights_path: Path | None = None
+        if weights is not None:
+            self.to_empty(device="cpu")
+            for name, buffer in self.named_buffers():
+                if name.endswith("num_batches_tracked"):
+                    buffer.zero_()
+            self.load_weights(weights)
+        self.requires_grad_(False)
+        self.eval()
+
+    def _build(self) -> None:
         self.Conv2d_1a_3x3 = BasicConv2d(3, 32, kernel_size=3, stride=2)
         self.Conv2d_2a_3x3 = BasicConv2d(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = BasicConv2d(32, 64, kernel_size=3, padding=1)
@@ -232,11 +247,6 @@ class InceptionV3FID(nn.Module):
         self.Mixed_7b = InceptionE(1280, max_pool=False)
         self.Mixed_7c = InceptionE(2048, max_pool=True)
         self.fc = nn.Linear(2048, 1008)
-        self.weights_path = None if weights is None else Path(weights)
-        if weights is not None:
-            self.load_weights(weights)
-        self.requires_grad_(False)
-        self.eval()
 
     def load_weights(self, path: str | os.PathLike) -> None:
         """Load a pytorch-fid / torch-fidelity weight file strictly (see the class docstring)."""
