@@ -18,6 +18,8 @@ import re
 import sys
 from collections.abc import Sequence
 
+from pydeform.metrics.cli import add_metrics_command
+
 __all__ = ["main", "build_parser"]
 
 
@@ -413,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_synth_pose_pairs(kinds)
     _add_synth_placement(kinds)
+    add_metrics_command(commands)
     return parser
 
 

@@ -5,6 +5,12 @@
 - `mask_ssim(generated, reference, mask)`: SSIM of both images times a body mask.
 - `body_mask(target_keypoints, size)`: the mask of the original mask-SSIM.
 - `l1`, `psnr`: per-image mean absolute difference and peak signal-to-noise ratio.
+- `fid`, `kid`, `inception_score`, `FeatureStats`/`feature_stats` (distribution.py), on the
+  outputs of `pydeform.nets.InceptionV3FID`; `folder_stats` (cached by content).
+- `LPIPS(net="alex"|"vgg")`: LPIPS v0.1.
+- `pose_transfer_metrics`: the `patn` and `gfla` evaluation protocols on image folders
+  (`pydeform metrics pose-transfer`); `generation_metrics`: FID/IS/LPIPS of generated
+  tensors for a model's `test` command, with the reasons for what it skipped.
 
 The Deformable GAN evaluation (Siarohin et al., CVPR 2018; `test.py` of their code) scored
 each generated image against its target with skimage's
@@ -23,10 +29,13 @@ to [-1, 1] (`l1`). To reproduce their numbers, convert generated images to uint8
 did, (255 (x + 1) / 2) truncated, and pass [0, 255] values to `ssim` and `mask_ssim`.
 """
 from pydeform.metrics.distribution import FeatureStats, feature_stats, fid, inception_score, kid
-from pydeform.metrics.lpips import LPIPS
+from pydeform.metrics.folders import folder_stats, list_images
 from pydeform.metrics.image import BODY_MASK_LIMBS, body_mask, l1, mask_ssim, psnr, ssim
+from pydeform.metrics.lpips import LPIPS
+from pydeform.metrics.protocols import generation_metrics, pose_transfer_metrics
 
 __all__ = [
     "BODY_MASK_LIMBS", "body_mask", "l1", "mask_ssim", "psnr", "ssim",
     "FeatureStats", "feature_stats", "fid", "kid", "inception_score", "LPIPS",
+    "folder_stats", "list_images", "generation_metrics", "pose_transfer_metrics",
 ]
