@@ -14,7 +14,8 @@ import torch
 def write_inception_weights(path: Path, seed: int = 0, batches_tracked: bool = False) -> dict:
     """A random state dict in the layout of torch-fidelity's weights-inception-2015-12-05 file
     (no num_batches_tracked; batches_tracked=True adds them, as a torchvision state_dict has);
-    BatchNorm statistics are random too, so that folding them into the convolutions is tested."""
+    BatchNorm statistics are random too, so that folding them into the convolutions is tested.
+    He-normal convolutions keep the outputs sensitive to the input through the 94 layers."""
     from pydeform.nets import InceptionV3FID
 
     torch.manual_seed(seed)
@@ -25,8 +26,11 @@ def write_inception_weights(path: Path, seed: int = 0, batches_tracked: bool = F
             value.copy_(torch.rand(value.shape, generator=g) + 0.5)
         elif key.endswith("running_mean") or key.endswith("bn.bias"):
             value.copy_(torch.randn(value.shape, generator=g) * 0.1)
+        elif key.endswith("conv.weight"):  # He-normal: the signal neither vanishes nor explodes with depth
+            fan_in = value[0].numel()
+            value.copy_(torch.randn(value.shape, generator=g) * (2 / fan_in) ** 0.5)
         elif key.startswith("fc."):
-            value.copy_(torch.randn(value.shape, generator=g) * 0.5)
+            value.copy_(torch.randn(value.shape, generator=g) * 0.02)  # logits of order 1
     if not batches_tracked:
         state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     torch.save(state, path)
