@@ -94,9 +94,12 @@ def _run_fid(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     report: dict = {"metric": "fid", "resize": args.resize, "inception": _weights_record(net.weights_path), "sets": []}
     if args.kid:
+        sets = [list_images(source) for source in (args.a, args.b)]  # KID needs the features: folders only
+        if min(map(len, sets)) < args.kid_subset_size:
+            raise ValueError(f"KID subsets of {args.kid_subset_size} need at least {args.kid_subset_size} images per "
+                             f"set, got {len(sets[0])} and {len(sets[1])}: pass a smaller --kid-subset-size")
         features = []
-        for source in (args.a, args.b):
-            paths = list_images(source)  # KID needs the features themselves: folders only
+        for source, paths in zip((args.a, args.b), sets):
             features.append(folder_outputs(net, paths, args.batch_size, progress, desc=Path(source).name)[0])
             report["sets"].append({"source": source, "count": len(paths)})
         stats = [feature_stats(f) for f in features]
