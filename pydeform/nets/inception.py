@@ -19,7 +19,9 @@ Two input resizings, named by what they match (`resize=`):
 - "pytorch-fid": `F.interpolate(bilinear, align_corners=False)` of x / 255, then 2 x - 1.
 
 Inference folds each BatchNorm into its convolution (the state dict keeps the separate
-`conv`/`bn` entries of the weight files) and runs channels_last.
+`conv`/`bn` entries of the weight files), runs the 1 x 1 convolutions that read one input as
+one convolution, applies the average-pool branches' 1 x 1 convolution before the pool (the
+same linear map; the pool then runs over fewer channels), and runs channels_last.
 """
 from __future__ import annotations
 
@@ -76,11 +78,14 @@ class BasicConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, bias=False, **conv_args)
         self.bn = nn.BatchNorm2d(out_channels, eps=0.001)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def folded(self) -> tuple[Tensor, Tensor]:
+        """(weight, bias) of the convolution with the BatchNorm folded in."""
         bn = self.bn
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
-        bias = bn.bias - bn.running_mean * scale
+        return self.conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight, bias = self.folded()
         c = self.conv
         return F.relu(F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups))
 
@@ -88,6 +93,20 @@ class BasicConv2d(nn.Module):
 def _avg_pool_no_pad(x: Tensor) -> Tensor:
     # TensorFlow's average pool leaves the padding out of the average.
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
+
+
+def _pointwise(x: Tensor, convs: list[BasicConv2d], pooled: BasicConv2d | None = None) -> list[Tensor]:
+    """The 1 x 1 branches that read the same input, as one convolution (x is read once).
+    `pooled`: the branch_pool conv of an average-pool branch. A 1 x 1 convolution is linear per
+    pixel, so averaging its output without the bias equals applying it to the averaged input,
+    as TensorFlow does, and the pool then runs over its fewer output channels."""
+    folded = [c.folded() for c in convs + ([pooled] if pooled is not None else [])]
+    weight = torch.cat([w for w, _ in folded])
+    bias = torch.cat([b if pooled is None or i < len(convs) else torch.zeros_like(b) for i, (_, b) in enumerate(folded)])
+    outputs = list(F.conv2d(x, weight, bias).split([w.shape[0] for w, _ in folded], dim=1))
+    if pooled is not None:
+        outputs[-1] = _avg_pool_no_pad(outputs[-1]) + folded[-1][1].view(1, -1, 1, 1)
+    return [F.relu(h) for h in outputs]
 
 
 class InceptionA(nn.Module):
@@ -102,9 +121,8 @@ class InceptionA(nn.Module):
         self.branch_pool = BasicConv2d(in_channels, pool_features, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        b5 = self.branch5x5_2(self.branch5x5_1(x))
-        b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return torch.cat([self.branch1x1(x), b5, b3, self.branch_pool(_avg_pool_no_pad(x))], 1)
+        b1, b5, b3, pool = _pointwise(x, [self.branch1x1, self.branch5x5_1, self.branch3x3dbl_1], self.branch_pool)
+        return torch.cat([b1, self.branch5x5_2(b5), self.branch3x3dbl_3(self.branch3x3dbl_2(b3)), pool], 1)
 
 
 class InceptionB(nn.Module):
@@ -136,11 +154,11 @@ class InceptionC(nn.Module):
         self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        d = x
-        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+        b1, b7, d, pool = _pointwise(x, [self.branch1x1, self.branch7x7_1, self.branch7x7dbl_1], self.branch_pool)
+        b7 = self.branch7x7_3(self.branch7x7_2(b7))
+        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
             d = layer(d)
-        return torch.cat([self.branch1x1(x), b7, d, self.branch_pool(_avg_pool_no_pad(x))], 1)
+        return torch.cat([b1, b7, d, pool], 1)
 
 
 class InceptionD(nn.Module):
@@ -154,8 +172,9 @@ class InceptionD(nn.Module):
         self.branch7x7x3_4 = BasicConv2d(192, 192, kernel_size=3, stride=2)
 
     def forward(self, x: Tensor) -> Tensor:
-        b3 = self.branch3x3_2(self.branch3x3_1(x))
-        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        b3, b7 = _pointwise(x, [self.branch3x3_1, self.branch7x7x3_1])
+        b3 = self.branch3x3_2(b3)
+        b7 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(b7)))
         return torch.cat([b3, b7, F.max_pool2d(x, kernel_size=3, stride=2)], 1)
 
 
@@ -177,15 +196,15 @@ class InceptionE(nn.Module):
         self.branch_pool = BasicConv2d(in_channels, 192, kernel_size=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        b3 = self.branch3x3_1(x)
-        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        pooled = F.max_pool2d(x, kernel_size=3, stride=1, padding=1) if self.max_pool else _avg_pool_no_pad(x)
-        return torch.cat([
-            self.branch1x1(x),
-            self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-            self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
-            self.branch_pool(pooled),
-        ], 1)
+        heads = [self.branch1x1, self.branch3x3_1, self.branch3x3dbl_1]
+        if self.max_pool:  # a max pool does not commute with the convolution
+            b1, b3, d = _pointwise(x, heads)
+            pool = self.branch_pool(F.max_pool2d(x, kernel_size=3, stride=1, padding=1))
+        else:
+            b1, b3, d, pool = _pointwise(x, heads, self.branch_pool)
+        d = self.branch3x3dbl_2(d)
+        return torch.cat([b1, self.branch3x3_2a(b3), self.branch3x3_2b(b3),
+                          self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d), pool], 1)
 
 
 class InceptionV3FID(nn.Module):
