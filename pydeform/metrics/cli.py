@@ -90,9 +90,12 @@ def _run_fid(args: argparse.Namespace) -> int:
     from pydeform.metrics.protocols import _weights_record, real_stats_from
 
     _check_device(args)
-    net = _inception(args, args.resize)
     progress = not args.no_progress
-    report: dict = {"metric": "fid", "resize": args.resize, "inception": _weights_record(net.weights_path), "sets": []}
+    if args.kid or not all(str(s).endswith(".npz") for s in (args.a, args.b)):
+        net = _inception(args, args.resize)
+        report: dict = {"metric": "fid", "resize": args.resize, "inception": _weights_record(net.weights_path), "sets": []}
+    else:  # two statistics files: no network
+        net, report = None, {"metric": "fid", "sets": []}
     if args.kid:
         sets = [list_images(source) for source in (args.a, args.b)]  # KID needs the features: folders only
         if min(map(len, sets)) < args.kid_subset_size:
