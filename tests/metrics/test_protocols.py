@@ -96,7 +96,19 @@ def test_pad_deepfashion_and_pairing(tmp_path):
         pair_folders(tmp_path / "nowhere", tmp_path / "t")
 
 
-def test_patn_protocol_pads_deepfashion_and_matches_skimage(files, tmp_path, capsys):
+def test_patn_protocol_pads_deepfashion_and_matches_skimage(files, tmp_path, capsys, monkeypatch):
+    import pydeform.metrics.protocols as protocols
+
+    seen = []  # what the protocol feeds the Inception network, and what comes back
+    real_outputs = protocols.inception_outputs
+
+    def spy(net, batches, *args, **kwargs):
+        batches = [list(b) for b in batches]
+        out = real_outputs(net, batches, *args, **kwargs)
+        seen.append((torch.stack([image for b in batches for image in b]), out[1]))
+        return out
+
+    monkeypatch.setattr(protocols, "inception_outputs", spy)
     rng = np.random.default_rng(0)
     generated, targets = _pairs(rng, 10, (256, 176))
     masks = [(rng.random((256, 176)) > 0.5).astype(np.uint8) * 255 for _ in range(10)]
@@ -114,13 +126,19 @@ def test_patn_protocol_pads_deepfashion_and_matches_skimage(files, tmp_path, cap
     assert m["ssim"] == pytest.approx(np.mean([_skimage_ssim(g, t) for g, t in padded]), abs=1e-6)
     keep = [_pad((k > 127)[..., None].astype(np.uint8), 0) for k in masks]
     assert m["mask_ssim"] == pytest.approx(np.mean([_skimage_ssim(g * k, t * k) for (g, t), k in zip(padded, keep)]), abs=1e-6)
-    net = InceptionV3FID(files / "inception.pth")
+    # The network saw the padded generated images and the padded masked ones, in order (4 + 4 + 2,
+    # generated then masked per batch); IS and mask-IS are computed from what it returned.
     as_batch = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
-    with torch.inference_mode():
-        logits = net(as_batch([g for g, _ in padded]))[1]
-        masked_logits = net(as_batch([g * k for (g, _), k in zip(padded, keep)]))[1]
-    assert (m["is_mean"], m["is_std"]) == pytest.approx(inception_score(logits), rel=1e-4)
-    assert (m["mask_is_mean"], m["mask_is_std"]) == pytest.approx(inception_score(masked_logits), rel=1e-4)
+    fed = [images for images, _ in seen]
+    assert torch.equal(torch.cat(fed[0::2]), as_batch([g for g, _ in padded]))
+    assert torch.equal(torch.cat(fed[1::2]), as_batch([g * k for (g, _), k in zip(padded, keep)]))
+    logits = np.concatenate([z for _, z in seen[0::2]])
+    masked_logits = np.concatenate([z for _, z in seen[1::2]])
+    assert (m["is_mean"], m["is_std"]) == pytest.approx(inception_score(logits), rel=1e-9)
+    assert (m["mask_is_mean"], m["mask_is_std"]) == pytest.approx(inception_score(masked_logits), rel=1e-9)
+    with torch.inference_mode():  # and what it returned is the network's output for them
+        direct = InceptionV3FID(files / "inception.pth")(fed[-2])[1].double().numpy()
+    np.testing.assert_allclose(seen[-2][1], direct, rtol=1e-5, atol=1e-5)
     assert m["ssim"] != pytest.approx(np.mean([_skimage_ssim(g, t) for g, t in zip(generated, targets)]), abs=1e-3)
 
 
