@@ -12,7 +12,7 @@ from skimage.metrics import structural_similarity
 
 import pydeform.metrics.folders as folders
 from pydeform.cli import main
-from pydeform.metrics import (LPIPS, FeatureStats, feature_stats, fid, folder_stats, generation_metrics,
+from pydeform.metrics import (LPIPS, FeatureStats, feature_stats, folder_stats, generation_metrics,
                               inception_score, kid)
 from pydeform.metrics.protocols import pad_deepfashion, pair_folders
 from pydeform.nets import InceptionV3FID

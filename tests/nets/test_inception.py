@@ -117,7 +117,7 @@ def test_basic_conv_folds_batchnorm_exactly():
 
 
 def test_loading_is_strict(weights, tmp_path):
-    path, state = weights
+    _, state = weights
     with pytest.raises(ValueError, match="pt_inception-2015-12-05-6726825d.pth.*random_weights=True"):
         InceptionV3FID()
     with pytest.raises(ValueError, match="resize must be one of"):
