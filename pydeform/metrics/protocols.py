@@ -97,6 +97,8 @@ def pose_transfer_metrics(generated: str | os.PathLike, targets: str | os.PathLi
     if protocol == "patn":
         if inception is None:
             raise ValueError("protocol patn needs the Inception network (IS): pass --inception PATH")
+        if len(pairs) < 10:
+            raise ValueError(f"protocol patn computes IS over 10 splits and needs at least 10 images, got {len(pairs)}")
         mask_paths = None
         if masks is not None:
             by_stem = {p.stem: p for p in list_images(masks)}

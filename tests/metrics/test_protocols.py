@@ -14,7 +14,7 @@ import pydeform.metrics.folders as folders
 from pydeform.cli import main
 from pydeform.metrics import (LPIPS, FeatureStats, feature_stats, folder_stats, generation_metrics,
                               inception_score, kid)
-from pydeform.metrics.protocols import pad_deepfashion, pair_folders
+from pydeform.metrics.protocols import pad_deepfashion, pair_folders, pose_transfer_metrics
 from pydeform.nets import InceptionV3FID
 
 
@@ -257,15 +257,33 @@ def test_command_errors(files, tmp_path):
             main(base + ["--protocol", "patn", "--device", "cuda", *weights])
     with pytest.raises(FileNotFoundError, match="neither a .npz file nor an image folder"):
         main(base + ["--protocol", "gfla", "--real-stats", str(tmp_path / "none"), "--random-weights"])
-    with pytest.raises(ValueError, match="at least one sample per split"):  # 2 images, 10 splits
+    with pytest.raises(ValueError, match="needs at least 10 images, got 2"):  # IS over 10 splits
         main(base + ["--protocol", "patn", *weights])
+    generated, targets = _pairs(rng, 10, (32, 32))
+    gen, tgt = _write(tmp_path / "gen10", generated), _write(tmp_path / "tgt10", targets)
+    base = ["metrics", "pose-transfer", "--generated", str(gen), "--targets", str(tgt), "--no-progress"]
     _write(tmp_path / "masks", [np.zeros((32, 32), np.uint8)])
-    with pytest.raises(ValueError, match="no mask of the same name.*001.png"):
+    with pytest.raises(ValueError, match="9 generated image.*no mask of the same name.*001.png"):
         main(base + ["--protocol", "patn", "--masks", str(tmp_path / "masks"), *weights])
+    _write(tmp_path / "small_masks", [np.zeros((16, 32), np.uint8)] * 10)
+    with pytest.raises(ValueError, match=r"mask size \(16, 32\) differs from the image's \(32, 32\)"):
+        main(base + ["--protocol", "patn", "--masks", str(tmp_path / "small_masks"), *weights])
     _write(tmp_path / "small", [t[:16] for t in targets])
     with pytest.raises(ValueError, match="differ in size"):
         main(["metrics", "pose-transfer", "--generated", str(gen), "--targets", str(tmp_path / "small"),
               "--protocol", "patn", "--no-progress", *weights])
+    net = InceptionV3FID(files / "inception.pth")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        pose_transfer_metrics(gen, tgt, "dptn", inception=net)
+    with pytest.raises(ValueError, match="patn needs the Inception network"):
+        pose_transfer_metrics(gen, tgt, "patn")
+    with pytest.raises(ValueError, match="gfla needs the Inception network, real statistics"):
+        pose_transfer_metrics(gen, tgt, "gfla", inception=net)
+    stats = FeatureStats(np.zeros(2048), np.eye(2048), 0)
+    with pytest.raises(ValueError, match="LPIPS with AlexNet"):
+        pose_transfer_metrics(gen, tgt, "gfla", inception=net, real_stats=stats, lpips=LPIPS("vgg", random_weights=True))
+    with pytest.raises(ValueError, match="batch_size"):
+        pose_transfer_metrics(gen, tgt, "patn", inception=net, batch_size=0)
     with pytest.raises(FileNotFoundError, match="Inception weights"):
         main(base + ["--protocol", "patn", "--inception", str(tmp_path / "none.pth")])
     with pytest.raises(SystemExit):
