@@ -28,14 +28,29 @@ masked generated image. Their L1 score is the mean absolute difference of images
 to [-1, 1] (`l1`). To reproduce their numbers, convert generated images to uint8 as they
 did, (255 (x + 1) / 2) truncated, and pass [0, 255] values to `ssim` and `mask_ssim`.
 """
-from pydeform.metrics.distribution import FeatureStats, feature_stats, fid, inception_score, kid
-from pydeform.metrics.folders import folder_stats, list_images
-from pydeform.metrics.image import BODY_MASK_LIMBS, body_mask, l1, mask_ssim, psnr, ssim
-from pydeform.metrics.lpips import LPIPS
-from pydeform.metrics.protocols import generation_metrics, pose_transfer_metrics
+import importlib
 
-__all__ = [
-    "BODY_MASK_LIMBS", "body_mask", "l1", "mask_ssim", "psnr", "ssim",
-    "FeatureStats", "feature_stats", "fid", "kid", "inception_score", "LPIPS",
-    "folder_stats", "list_images", "generation_metrics", "pose_transfer_metrics",
-]
+# Loaded on first use (PEP 562), so that `pydeform --help` and the command line parser do not
+# import torch and scipy.
+_EXPORTS = {
+    "pydeform.metrics.image": ["BODY_MASK_LIMBS", "body_mask", "l1", "mask_ssim", "psnr", "ssim"],
+    "pydeform.metrics.distribution": ["FeatureStats", "feature_stats", "fid", "kid", "inception_score"],
+    "pydeform.metrics.lpips": ["LPIPS"],
+    "pydeform.metrics.folders": ["folder_stats", "list_images"],
+    "pydeform.metrics.protocols": ["generation_metrics", "pose_transfer_metrics"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = list(_MODULE_OF)
+
+
+def __getattr__(name: str) -> object:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pydeform.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -15,8 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 __all__ = ["add_metrics_command"]
 
 
@@ -54,6 +52,8 @@ def _finish(args: argparse.Namespace, report: dict) -> int:
 
 
 def _check_device(args: argparse.Namespace) -> None:
+    import torch
+
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
     if args.batch_size < 1:

@@ -182,11 +182,13 @@ def _lpips_folder(model: LPIPS, pairs: Sequence[tuple[Path, Path]], batch_size: 
     return float(torch.cat(values).mean())
 
 
-def _to_uint8(images: Tensor, name: str) -> Tensor:
-    """[-1, 1] images -> 0..255 uint8, as when they are saved to files (rounded)."""
+def _to_uint8(images: Tensor, name: str, truncate: bool) -> Tensor:
+    """[-1, 1] images -> 0..255 uint8, as when they are saved to files (rounded, or truncated
+    as the Deformable GAN's test script did)."""
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"{name} must be a (B, 3, H, W) tensor in [-1, 1], got {getattr(images, 'shape', type(images))}")
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    values = (images.detach().float().clamp(-1, 1) + 1) * 127.5
+    return (values.floor() if truncate else values.round()).to(torch.uint8)
 
 
 def generation_metrics(generated: Tensor, targets: Tensor | None = None, *,
@@ -194,17 +196,18 @@ def generation_metrics(generated: Tensor, targets: Tensor | None = None, *,
                        lpips_backbone: str | os.PathLike | None = None,
                        lpips_linear: str | os.PathLike | None = None,
                        real_stats: FeatureStats | str | os.PathLike | None = None,
-                       resize: str = "torch-fidelity", batch_size: int = 50,
+                       resize: str = "torch-fidelity", batch_size: int = 50, truncate: bool = False,
                        device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """FID, IS and LPIPS of generated images, for a model's `test` command (beside SSIM).
 
-    generated, targets: (N, 3, H, W) in [-1, 1] (quantised to uint8 first, as saved images).
+    generated, targets: (N, 3, H, W) in [-1, 1], quantised to uint8 first as saved images are
+    (rounded; `truncate=True`: 255 (x + 1) / 2 truncated, as the Deformable GAN's test script).
     Each metric needs its files: IS the Inception weights; FID those and `real_stats`
     (FeatureStats, a .npz or an image folder); LPIPS (AlexNet) both LPIPS files and targets.
     Returns {"is_mean", "is_std", "fid", "lpips" (those computed), "weights": {name: sha256},
     "skipped": {metric: reason}}.
     """
-    gen = _to_uint8(generated, "generated")
+    gen = _to_uint8(generated, "generated", truncate)
     out: dict = {"weights": {}, "skipped": {}}
     if inception_weights is None:
         out["skipped"]["is"] = out["skipped"]["fid"] = "no Inception weights (pass the FID Inception weight file)"
@@ -227,7 +230,7 @@ def generation_metrics(generated: Tensor, targets: Tensor | None = None, *,
     elif targets is None:
         out["skipped"]["lpips"] = "no target images"
     else:
-        tgt = _to_uint8(targets, "targets")
+        tgt = _to_uint8(targets, "targets", truncate)
         if tgt.shape != gen.shape:
             raise ValueError(f"targets must have the shape of generated {tuple(gen.shape)}, got {tuple(tgt.shape)}")
         model = LPIPS("alex", lpips_backbone, lpips_linear).to(device)

@@ -181,8 +181,11 @@ def test_gfla_protocol_and_the_statistics_cache(files, tmp_path, monkeypatch, fi
     changed = folder_stats(tmp_path / "real", net, tmp_path / "cache", progress=False)
     assert calls == [1] and len(list((tmp_path / "cache").glob("*.npz"))) == 2
     assert np.abs(changed.mu - real_stats.mu).max() > 1e-3
-    folder_stats(tmp_path / "real", InceptionV3FID(files / "inception.pth"), tmp_path / "cache", progress=False)
-    assert calls == [1, 1]  # another resize mode: another key
+    paths = folders.list_images(tmp_path / "real")  # another resize mode or weight file: another key
+    assert folders.folder_key(paths, InceptionV3FID(files / "inception.pth")) != folders.folder_key(paths, net)
+    write_inception_weights(tmp_path / "other.pth", seed=1)
+    other = InceptionV3FID(tmp_path / "other.pth", resize="pytorch-fid")
+    assert folders.folder_key(paths, other) != folders.folder_key(paths, net)
 
 
 def test_batches_keep_their_remainder(files, tmp_path):
@@ -290,29 +293,45 @@ def test_command_errors(files, tmp_path):
         main(base + ["--protocol", "dptn", *weights])
 
 
-def test_generation_metrics(files, fid_calls):
+def test_generation_metrics(files, fid_calls, monkeypatch):
+    import pydeform.metrics.protocols as protocols
+
     g = torch.Generator().manual_seed(5)
     generated = torch.rand(10, 3, 32, 32, generator=g) * 2 - 1
     targets = torch.rand(10, 3, 32, 32, generator=g) * 2 - 1
     out = generation_metrics(generated, targets)
     assert set(out["skipped"]) == {"is", "fid", "lpips"} and "Inception" in out["skipped"]["is"]
     assert "fid" not in out and "is_mean" not in out
+    seen = []
+    real_outputs = protocols.inception_outputs
+
+    def spy(net, batches, *args, **kwargs):
+        batches = [list(b) for b in batches]
+        out = real_outputs(net, batches, *args, **kwargs)
+        seen.append((torch.stack([image for b in batches for image in b]), out))
+        return out
+
+    monkeypatch.setattr(protocols, "inception_outputs", spy)
     real = FeatureStats(np.zeros(2048), np.eye(2048) * 1e-2, 100)
     out = generation_metrics(generated, targets, inception_weights=files / "inception.pth", real_stats=real,
-                             lpips_backbone=files / "alexnet.pth", lpips_linear=files / "alex.pth", batch_size=4)
+                             lpips_backbone=files / "alexnet.pth", lpips_linear=files / "alex.pth", batch_size=4,
+                             truncate=True)
     assert out["skipped"] == {} and set(out["weights"]) == {"inception", "lpips_backbone", "lpips_linear"}
-    as_uint8 = ((generated + 1) * 127.5).round().to(torch.uint8)
-    net = InceptionV3FID(files / "inception.pth")
+    (images, (features, logits)), = seen
+    assert torch.equal(images, ((generated + 1) * 127.5).floor().to(torch.uint8))  # truncated, as saved
     with torch.inference_mode():
-        features, logits = net(as_uint8)
-    assert (out["is_mean"], out["is_std"]) == pytest.approx(inception_score(logits), rel=1e-4)
-    _same_stats(fid_calls[0][0], feature_stats(features)), _same_stats(fid_calls[0][1], real, rtol=0)
+        direct = InceptionV3FID(files / "inception.pth")(images[:3])
+    np.testing.assert_allclose(features[:3], direct[0].double().numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits[:3], direct[1].double().numpy(), rtol=1e-5, atol=1e-5)
+    assert (out["is_mean"], out["is_std"]) == pytest.approx(inception_score(logits), rel=1e-9)
+    _same_stats(fid_calls[0][0], feature_stats(features), rtol=1e-9), _same_stats(fid_calls[0][1], real, rtol=0)
     lpips = LPIPS("alex", files / "alexnet.pth", files / "alex.pth")
-    to_unit = lambda x: ((x + 1) * 127.5).round() / 127.5 - 1
+    to_unit = lambda x: ((x + 1) * 127.5).floor() / 127.5 - 1
     assert out["lpips"] == pytest.approx(lpips(to_unit(generated), to_unit(targets)).mean().item(), rel=1e-5)
     out = generation_metrics(generated[:4], None, inception_weights=files / "inception.pth",
                              lpips_backbone=files / "alexnet.pth", lpips_linear=files / "alex.pth")
     assert set(out["skipped"]) == {"is", "fid", "lpips"} and "at least 10" in out["skipped"]["is"]
+    assert torch.equal(seen[-1][0], ((generated[:4] + 1) * 127.5).round().to(torch.uint8))  # rounded by default
     with pytest.raises(ValueError, match="targets must have the shape"):
         generation_metrics(generated, targets[:3], lpips_backbone=files / "alexnet.pth", lpips_linear=files / "alex.pth")
     with pytest.raises(ValueError, match=r"generated must be a \(B, 3, H, W\)"):
