@@ -97,7 +97,9 @@ def _run_fid(args: argparse.Namespace) -> int:
     else:  # two statistics files: no network
         net, report = None, {"metric": "fid", "sets": []}
     if args.kid:
-        sets = [list_images(source) for source in (args.a, args.b)]  # KID needs the features: folders only
+        if any(str(source).endswith(".npz") for source in (args.a, args.b)):
+            raise ValueError("--kid needs the features of both sets: pass image folders, not .npz statistics")
+        sets = [list_images(source) for source in (args.a, args.b)]
         if min(map(len, sets)) < args.kid_subset_size:
             raise ValueError(f"KID subsets of {args.kid_subset_size} need at least {args.kid_subset_size} images per "
                              f"set, got {len(sets[0])} and {len(sets[1])}: pass a smaller --kid-subset-size")

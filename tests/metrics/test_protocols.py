@@ -230,6 +230,8 @@ def test_fid_and_is_commands(files, tmp_path, fid_calls):
     assert main(["metrics", "fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--out", str(tmp_path / "f3.json"),
                  "--no-progress"]) == 0  # statistics files only: no Inception weights needed
     assert json.loads((tmp_path / "f3.json").read_text())["fid"] == pytest.approx(report["fid"], rel=1e-6)
+    with pytest.raises(ValueError, match="--kid needs the features of both sets"):
+        main(["metrics", "fid", str(tmp_path / "a.npz"), str(tmp_path / "b"), "--kid", *weights])
     with pytest.raises(ValueError, match="need at least 1000 images per set, got 4 and 3"):
         main(["metrics", "fid", str(tmp_path / "a"), str(tmp_path / "b"), "--kid", *weights])
 
