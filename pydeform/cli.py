@@ -28,6 +28,7 @@ from typing import Any
 
 from pydeform.errors import is_user_error
 from pydeform.options import Option, flatten_dict, from_flat, options, parse_text
+from pydeform.metrics.cli import add_metrics_command
 
 __all__ = ["main", "build_parser", "FAMILIES"]
 
@@ -250,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_synth_pose_pairs(kinds)
     _add_synth_placement(kinds)
+    add_metrics_command(commands)
     return parser
 
 
