@@ -190,9 +190,11 @@ def _lpips_folder(model: LPIPS, pairs: Sequence[tuple[Path, Path]], batch_size: 
 
 def _to_uint8(images: Tensor, name: str, truncate: bool) -> Tensor:
     """[-1, 1] images -> 0..255 uint8, as when they are saved to files (rounded, or truncated
-    as the Deformable GAN's test script did)."""
+    as the Deformable GAN's test script did); uint8 images are taken as they are."""
     if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"{name} must be a (B, 3, H, W) tensor in [-1, 1], got {getattr(images, 'shape', type(images))}")
+    if images.dtype == torch.uint8:  # already 8-bit values (as read from files)
+        return images
     values = (images.detach().float().clamp(-1, 1) + 1) * 127.5
     return (values.floor() if truncate else values.round()).to(torch.uint8)
 
@@ -206,7 +208,7 @@ def generation_metrics(generated: Tensor, targets: Tensor | None = None, *,
                        device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """FID, IS and LPIPS of generated images, for a model's `test` command (beside SSIM).
 
-    generated, targets: (N, 3, H, W) in [-1, 1], quantised to uint8 first as saved images are
+    generated, targets: (N, 3, H, W) uint8, or in [-1, 1] and quantised to uint8 first as saved images are
     (rounded; `truncate=True`: 255 (x + 1) / 2 truncated, as the Deformable GAN's test script).
     Each metric needs its files: IS the Inception weights; FID those and `real_stats`
     (FeatureStats, a .npz or an image folder); LPIPS (AlexNet) both LPIPS files and targets.

@@ -74,7 +74,16 @@ from pydeform.train.common import (
     to_device,
     write_once,
 )
-from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import (
+    Data,
+    EvalConfig,
+    ImageMetrics,
+    Recipe,
+    Run,
+    RunConfig,
+    format_image_metrics,
+    open_checkpoint,
+)
 from pydeform.train.engine import train as run_training
 
 __all__ = [
@@ -393,6 +402,7 @@ def evaluate(
     workers: int = 0,
     ops: str | None = None,
     progress: bool = True,
+    **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """Apply a trained ST-GAN to the test split and measure it.
 
@@ -403,6 +413,9 @@ def evaluate(
     composites after 0..K warps | real) and out/metrics.json; with p_true in the data:
     {"corner_error_px": [before warping, after warp 1, ..., after warp K],
     "reduction_pct": [...] (relative to before warping), "samples", "step", "stage", ...}.
+    With `image_metric_files` (see `pydeform.train.engine.ImageMetrics`), "image_metrics"
+    holds FID and IS of the composites (FID against `real_stats`) and, where the data has
+    p_true, LPIPS against the real composites; otherwise it says what was skipped and why.
     Returns that dict.
     """
     state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "ST-GAN")
@@ -430,6 +443,7 @@ def evaluate(
     if with_truth:
         corner_error, corners = _corner_setup(root)
     sums = torch.zeros(warps + 1, dtype=torch.float64)
+    image_metrics = ImageMetrics(device, progress, **image_metric_files)
     count = 0
     loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
     with torch.no_grad():
@@ -439,7 +453,10 @@ def evaluate(
             if count == 0:
                 first = {k: v[:NUM_SAMPLES] for k, v in batch.items() if isinstance(v, Tensor)}
                 save_image_grid(_sample_rows(model, first, warps), out / "samples.png", value_range=(0.0, 1.0))
-            pixels = (steps.composites[-1].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            composites = (steps.composites[-1].clamp(0, 1) * 255).round().to(torch.uint8)
+            reals = (batch["real"].clamp(0, 1) * 255).round().to(torch.uint8) if with_truth else None
+            image_metrics.add(composites, reals)
+            pixels = composites.permute(0, 2, 3, 1).cpu().numpy()
             for offset, image in enumerate(pixels):
                 Image.fromarray(image).save(out / "images" / f"{count + offset:06d}.png")
             if with_truth:
@@ -448,7 +465,7 @@ def evaluate(
                     error = corner_error(params_to_matrix(p.double()), h_true, corners.to(torch_device), model_config.size)
                     sums[k] += error.double().sum().cpu()
             count += pixels.shape[0]
-    result: dict[str, Any] = {"samples": count, "warps_applied": warps}
+    result: dict[str, Any] = {"samples": count, "warps_applied": warps, "image_metrics": image_metrics.result()}
     if with_truth:
         errors = (sums / count).tolist()
         result["corner_error_px"] = errors
@@ -470,6 +487,7 @@ def format_metrics(result: dict[str, Any]) -> str:
             lines.append(f"{('init' if k == 0 else str(k)):>10s} {error:16.3f} {cut:9.1f}%")
     else:
         lines.append("no p_true in this data: composites only (no corner error)")
+    lines.append(format_image_metrics(result["image_metrics"]))
     lines.append(f"{result['samples']} test samples, {result['mode']}, checkpoint step {result['step']} (stage {result['stage']})")
     return "\n".join(lines)
 
