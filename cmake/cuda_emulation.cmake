@@ -81,7 +81,8 @@ function(pydeform_add_emulation_module name variant patch_nn_cu)
   pybind11_add_module(${name} MODULE ${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda_emulation_bindings.cpp ${patch_nn_source}
                       $<TARGET_OBJECTS:pydeform_emulation_common>)
   target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc ${CUDAToolkit_INCLUDE_DIRS})
-  target_compile_definitions(${name} PRIVATE PYDEFORM_EMULATION_MODULE=${name} PYDEFORM_EMULATION_VARIANT="${variant}")
+  target_compile_definitions(${name} PRIVATE PYDEFORM_EMULATION_MODULE=${name} PYDEFORM_EMULATION_VARIANT="${variant}"
+                             PYDEFORM_EMULATION_SANITIZERS="${PYDEFORM_SANITIZE}")
   target_compile_options(${name} PRIVATE ${PYDEFORM_EMU_FLAGS} -Wall -Wextra -Wno-unknown-pragmas)
   target_link_options(${name} PRIVATE ${PYDEFORM_EMU_LINK_FLAGS})
   find_package(Threads REQUIRED)

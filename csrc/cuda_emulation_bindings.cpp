@@ -17,7 +17,8 @@ namespace emu = pydeform::emulation;
 
 PYBIND11_MODULE(PYDEFORM_EMULATION_MODULE, m) {
   m.doc() = "pydeform's CUDA launchers run on the CPU by an emulated launch (tests only)";
-  m.attr("variant") = PYDEFORM_EMULATION_VARIANT;
+  m.attr("variant") = PYDEFORM_EMULATION_VARIANT;         // "" or the defect a broken variant has
+  m.attr("sanitizers") = PYDEFORM_EMULATION_SANITIZERS;   // "" or what -fsanitize= it was built with
   m.def("set_grid_cap", [](int64_t cap) { emu::grid_cap = cap; },
         "Cap every grid extent the launchers compute (0: the hardware limits), to run their grid-stride loops "
         "with small sizes.");
