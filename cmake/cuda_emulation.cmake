@@ -67,11 +67,17 @@ else()
   list(APPEND PYDEFORM_EMU_FLAGS -O2)
 endif()
 
-# What every variant shares: the CPU sources (the launchers' argument checks and the workspace
-# sizes live there) and the affine_warp and homography launchers.
+# What every variant shares: the CPU sources (only for the launchers' argument checks and
+# workspace sizes, so not sanitized: that keeps the build short) and the affine_warp and
+# homography launchers.
+add_library(pydeform_emulation_cpu OBJECT ${PYDEFORM_EMU_CPU_SOURCES})
+set_target_properties(pydeform_emulation_cpu PROPERTIES POSITION_INDEPENDENT_CODE ON)
+target_include_directories(pydeform_emulation_cpu PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc)
+target_compile_options(pydeform_emulation_cpu PRIVATE -O1 -Wno-unknown-pragmas)
+
 pydeform_emulation_source(PYDEFORM_EMU_AFFINE affine_warp_cuda ${CMAKE_CURRENT_SOURCE_DIR}/csrc/affine_warp/affine_warp_cuda.cu)
 pydeform_emulation_source(PYDEFORM_EMU_HOMOGRAPHY homography_cuda ${CMAKE_CURRENT_SOURCE_DIR}/csrc/homography/homography_cuda.cu)
-add_library(pydeform_emulation_common OBJECT ${PYDEFORM_EMU_CPU_SOURCES} ${PYDEFORM_EMU_AFFINE} ${PYDEFORM_EMU_HOMOGRAPHY})
+add_library(pydeform_emulation_common OBJECT ${PYDEFORM_EMU_AFFINE} ${PYDEFORM_EMU_HOMOGRAPHY})
 set_target_properties(pydeform_emulation_common PROPERTIES POSITION_INDEPENDENT_CODE ON)
 target_include_directories(pydeform_emulation_common PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc ${CUDAToolkit_INCLUDE_DIRS})
 target_compile_options(pydeform_emulation_common PRIVATE ${PYDEFORM_EMU_FLAGS} -Wall -Wextra -Wno-unknown-pragmas)
@@ -79,7 +85,7 @@ target_compile_options(pydeform_emulation_common PRIVATE ${PYDEFORM_EMU_FLAGS} -
 function(pydeform_add_emulation_module name variant patch_nn_cu)
   pydeform_emulation_source(patch_nn_source ${name}_patch_nn "${patch_nn_cu}")
   pybind11_add_module(${name} MODULE ${CMAKE_CURRENT_SOURCE_DIR}/csrc/cuda_emulation_bindings.cpp ${patch_nn_source}
-                      $<TARGET_OBJECTS:pydeform_emulation_common>)
+                      $<TARGET_OBJECTS:pydeform_emulation_common> $<TARGET_OBJECTS:pydeform_emulation_cpu>)
   target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/csrc ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(${name} PRIVATE PYDEFORM_EMULATION_MODULE=${name} PYDEFORM_EMULATION_VARIANT="${variant}"
                              PYDEFORM_EMULATION_SANITIZERS="${PYDEFORM_SANITIZE}")

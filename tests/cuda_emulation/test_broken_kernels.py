@@ -40,7 +40,10 @@ _OUT_OF_BOUNDS_SCRIPT = textwrap.dedent(
     spec = importlib.util.spec_from_file_location("_cuda_emulation_broken_bound", sys.argv[1])
     mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
     B, C, H, W = 1, 2, 13, 37  # H is no multiple of the 8-row tile: the last tile has rows past H
-    x, y = torch.randn(B, C, H, W), torch.randn(B, C, H, W)
+    # x and y end one row before their allocation does, so that the broken kernel's read of
+    # x's row H stays inside memory and what ASan reports is the write one row past dist.
+    x = torch.randn(B * C * H * W + W)[: B * C * H * W].view(B, C, H, W)
+    y = torch.randn(B * C * H * W + W)[: B * C * H * W].view(B, C, H, W)
     dist, index = torch.empty(B, H, W), torch.empty(B, H, W, dtype=torch.int64)
     mod.patch_nn_forward_cuda(x.data_ptr(), y.data_ptr(), dist.data_ptr(), index.data_ptr(), B, C, H, W, 3, 1, 0, 0, 0)
     print("no error")
@@ -55,7 +58,9 @@ def test_out_of_bounds_write_is_caught_by_asan():
     result = subprocess.run(
         [sys.executable, "-c", _OUT_OF_BOUNDS_SCRIPT, broken.__file__], capture_output=True, text=True, timeout=300
     )
-    print(result.stderr[-3000:])
+    report = result.stderr[result.stderr.find("==ERROR"):]
+    print(report[:2500])
     assert result.returncode != 0 and "no error" not in result.stdout
-    assert "ERROR: AddressSanitizer: heap-buffer-overflow" in result.stderr
-    assert "forward_tiled" in result.stderr  # the report points at the kernel
+    assert "ERROR: AddressSanitizer: heap-buffer-overflow" in report
+    assert "WRITE of size" in report.splitlines()[1]  # the write past dist
+    assert "forward_tiled" in report  # in the kernel
