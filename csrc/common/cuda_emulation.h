@@ -177,6 +177,56 @@ class Block {
 inline thread_local Block* current_block = nullptr;
 inline thread_local int current_tid = 0;
 
+// The threads that play a block's threads: created once, up to the largest block seen (creating
+// 256 threads per launch would cost more than most emulated kernels take), and reused by every
+// launch. Never destroyed: at exit they are parked in a wait.
+class ThreadPool {
+ public:
+  static ThreadPool& get() {
+    static ThreadPool* pool = new ThreadPool;  // leaked on purpose, see above
+    return *pool;
+  }
+
+  // Runs job(tid) for tid = 0..n-1, each on its own thread, and returns when all have returned.
+  void run(int n, const std::function<void(int)>& job) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (static_cast<int>(threads_.size()) < n) {
+      const int id = static_cast<int>(threads_.size());
+      threads_.emplace_back([this, id] { work(id); });
+      threads_.back().detach();
+    }
+    job_ = &job;
+    active_ = n;
+    finished_ = 0;
+    ++epoch_;
+    start_.notify_all();
+    done_.wait(lock, [&] { return finished_ == active_; });
+    job_ = nullptr;
+  }
+
+ private:
+  void work(int id) {
+    uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      start_.wait(lock, [&] { return epoch_ != seen && id < active_ && job_ != nullptr; });
+      seen = epoch_;
+      const std::function<void(int)>* job = job_;
+      lock.unlock();
+      (*job)(id);
+      lock.lock();
+      if (++finished_ == active_) done_.notify_one();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable start_, done_;
+  std::vector<std::thread> threads_;
+  const std::function<void(int)>* job_ = nullptr;
+  int active_ = 0, finished_ = 0;
+  uint64_t epoch_ = 0;
+};
+
 inline std::mutex& launch_mutex() {
   static std::mutex m;
   return m;
@@ -195,35 +245,29 @@ inline void launch(const char* kernel, dim3 grid, dim3 block, size_t shared_byte
   std::lock_guard<std::mutex> serial(launch_mutex());
   const int n = static_cast<int>(threads);
   Block state(kernel, n);
-  std::string thread_error;
-  std::vector<std::thread> pool;
-  pool.reserve(n);
-  for (int tid = 0; tid < n; ++tid) {
-    pool.emplace_back([&, tid] {
-      current_block = &state;
-      current_tid = tid;
-      threadIdx = {tid % block.x, (tid / block.x) % block.y, tid / (block.x * block.y)};
-      blockDim = block;
-      gridDim = grid;
-      try {
-        state.start(tid);
-        for (unsigned z = 0; z < grid.z; ++z)
-          for (unsigned y = 0; y < grid.y; ++y)
-            for (unsigned x = 0; x < grid.x; ++x) {
-              blockIdx = {x, y, z};
-              body();
-              if (tid == 0) ++blocks_run;
-              const bool last = x + 1 == grid.x && y + 1 == grid.y && z + 1 == grid.z;
-              state.arrive(tid, Block::kEnd, last);
-            }
-      } catch (const Aborted&) {
-      } catch (const std::exception& e) {
-        state.fail_locked(std::string("exception in kernel ") + kernel + ": " + e.what());
-      }
-      current_block = nullptr;
-    });
-  }
-  for (auto& t : pool) t.join();
+  ThreadPool::get().run(n, [&](int tid) {
+    current_block = &state;
+    current_tid = tid;
+    threadIdx = {tid % block.x, (tid / block.x) % block.y, tid / (block.x * block.y)};
+    blockDim = block;
+    gridDim = grid;
+    try {
+      state.start(tid);
+      for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+          for (unsigned x = 0; x < grid.x; ++x) {
+            blockIdx = {x, y, z};
+            body();
+            if (tid == 0) ++blocks_run;
+            const bool last = x + 1 == grid.x && y + 1 == grid.y && z + 1 == grid.z;
+            state.arrive(tid, Block::kEnd, last);
+          }
+    } catch (const Aborted&) {
+    } catch (const std::exception& e) {
+      state.fail_locked(std::string("exception in kernel ") + kernel + ": " + e.what());
+    }
+    current_block = nullptr;
+  });
   ++launches;
   if (!state.error().empty())
     throw std::runtime_error(std::string("pydeform CUDA emulation: kernel ") + kernel + ": " + state.error());
