@@ -3,6 +3,9 @@
 // pointers. tests/cuda_emulation/ compares them with the CPU kernels. Not part of a wheel.
 #include <pybind11/pybind11.h>
 
+#include <string>
+#include <vector>
+
 #include "affine_warp/affine_warp.h"
 #include "common/cuda_emulation.h"
 #include "homography/homography.h"
@@ -14,6 +17,52 @@
 
 namespace py = pybind11;
 namespace emu = pydeform::emulation;
+
+namespace {
+
+// Kernels that check the emulation itself (tests/cuda_emulation/test_emulation.py).
+__global__ void divergent_sync(int* out) {
+  if (threadIdx.x % 2 == 0) __syncthreads();  // odd threads skip the barrier
+  out[threadIdx.x] = 1;
+}
+__global__ void early_return(int* out) {
+  if (threadIdx.x >= 3) return;  // these threads never reach the barrier below
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+__global__ void shared_reverse(int* out) {  // needs its barrier: each thread reads another's slot
+  __shared__ int s[64];
+  s[threadIdx.x] = int(blockIdx.x * 64 + threadIdx.x);
+  __syncthreads();
+  out[blockIdx.x * 64 + threadIdx.x] = s[63 - threadIdx.x];
+}
+__global__ void atomic_sum(float* total) { atomicAdd(total, 1.0f); }
+__global__ void endless(int* out) {
+  if (threadIdx.x == 1)
+    for (volatile int spin = 0; spin >= 0; spin = 0) {
+    }
+  __syncthreads();
+  out[0] = 1;
+}
+
+py::object selftest(const std::string& name) {
+  std::vector<int> out(4 * 64, 0);
+  float total = 0;
+  py::gil_scoped_release release;
+  if (name == "divergent_sync") emu::launch(name.c_str(), 1, 8, 0, [&] { divergent_sync(out.data()); });
+  else if (name == "early_return") emu::launch(name.c_str(), 1, 8, 0, [&] { early_return(out.data()); });
+  else if (name == "shared_reverse") emu::launch(name.c_str(), 4, 64, 0, [&] { shared_reverse(out.data()); });
+  else if (name == "atomic_sum") emu::launch(name.c_str(), dim3(3, 2), dim3(32, 4), 0, [&] { atomic_sum(&total); });
+  else if (name == "endless") emu::launch(name.c_str(), 1, 4, 0, [&] { endless(out.data()); });
+  else if (name == "bad_config") emu::launch(name.c_str(), 1, 2048, 0, [] {});
+  else throw std::invalid_argument("unknown selftest " + name);
+  py::gil_scoped_acquire acquire;
+  py::list values;
+  for (int v : out) values.append(v);
+  return py::make_tuple(values, total);
+}
+
+}  // namespace
 
 PYBIND11_MODULE(PYDEFORM_EMULATION_MODULE, m) {
   m.doc() = "pydeform's CUDA launchers run on the CPU by an emulated launch (tests only)";
@@ -29,6 +78,7 @@ PYBIND11_MODULE(PYDEFORM_EMULATION_MODULE, m) {
     d["blocks"] = emu::blocks_run.load();
     return d;
   });
+  m.def("selftest", &selftest, "Run one of the emulation's own test kernels: (int outputs, float total).");
   const auto release = py::call_guard<py::gil_scoped_release>();
   m.def("patch_nn_forward_cuda", &pydeform::patch_nn_forward_cuda, release);
   m.def("patch_nn_backward_cuda", &pydeform::patch_nn_backward_cuda, release);
