@@ -1,6 +1,6 @@
 """multi_affine_warp: the max over K masked affine warps of a feature map (the deformable
 skip connections of the Deformable GAN), fused so the K warped copies never exist.
-DESIGN.md section 4."""
+docs/contracts.md."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
 """homography_sample: warp images by 3x3 homographies (the warps of ST-GAN) with bilinear
-sampling, computing each pixel's sample point from h on the fly. DESIGN.md section 4."""
+sampling, computing each pixel's sample point from h on the fly. docs/contracts.md."""
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,5 @@
 """patch_nn_distance: per pixel, the distance from x to the nearest y vector in an n x n
-neighbourhood (the nearest-neighbour loss of the Deformable GAN). DESIGN.md section 4."""
+neighbourhood (the nearest-neighbour loss of the Deformable GAN). docs/contracts.md."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,7 @@
 """Pure-PyTorch implementations of the three ops, written the way a user would without
 pydeform (unfold + broadcast, affine_grid/grid_sample per part, a sampling grid from h).
 
-They define the same contracts as the fused ops (DESIGN.md section 4) and serve as the
+They define the same contracts as the fused ops (docs/contracts.md) and serve as the
 independent computation the tests compare against and the baseline the benchmarks time.
 No input validation: call the public ops for that.
 """
@@ -18,7 +18,7 @@ __all__ = ["patch_nn_distance", "multi_affine_warp", "homography_sample", "pixel
 
 
 def patch_nn_distance(x: Tensor, y: Tensor, kernel_size: int = 3, p: int = 1) -> tuple[Tensor, Tensor]:
-    """(B, C, H, W) x2 -> dist (B, H, W), index (B, H, W) int64. See DESIGN.md section 4."""
+    """(B, C, H, W) x2 -> dist (B, H, W), index (B, H, W) int64. See docs/contracts.md."""
     B, C, H, W = x.shape
     n, r = kernel_size, kernel_size // 2
     # (B, C*n*n, H*W): channel-major, then the kernel offsets in row-major order, so that
