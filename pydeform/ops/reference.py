@@ -50,6 +50,10 @@ def multi_affine_warp(
         Ho, Wo = mask.shape[-2:]
     else:
         Ho, Wo = size if size is not None else (H, W)
+    if K == 0 and not include_identity:  # the same contract as the fused op
+        raise ValueError("theta has K = 0 parts: that needs include_identity=True (the output is then x)")
+    if B == 0:  # affine_grid refuses an empty batch
+        return x.new_empty((0, C, Ho, Wo))
     # affine_grid wants a normalised output -> normalised input matrix.
     to_norm = pixel_to_normalized_matrix(H, W, theta.dtype, theta.device)
     from_norm = _normalized_to_pixel_matrix(Ho, Wo, theta.dtype, theta.device)
@@ -76,7 +80,7 @@ def homography_sample(
     """x (B|1, C, H, W), h (B|1, 3, 3) output point -> input point. Returns (B, C, Ho, Wo)."""
     C, H, W = x.shape[1:]
     Ho, Wo = size if size is not None else (H, W)
-    B = max(x.shape[0], h.shape[0])
+    B = x.shape[0] if h.shape[0] == 1 else h.shape[0]  # broadcast; an empty batch stays empty
     ys, xs = torch.meshgrid(
         torch.arange(Ho, dtype=h.dtype, device=h.device),
         torch.arange(Wo, dtype=h.dtype, device=h.device),
