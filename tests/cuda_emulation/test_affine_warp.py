@@ -83,3 +83,24 @@ def test_deterministic_parts_run_to_run(emu):
         assert all(torch.equal(a, b) for a, b in zip((out, argmax), affine_forward(emu, x, theta, mask, False, H, W)))
         again = affine_backward(emu, g, x, theta, mask, argmax, False)
         assert torch.equal(first[1], again[1]) and torch.equal(first[2], again[2])
+
+
+def test_non_finite_and_huge_parameters(emu):
+    """NaN, infinite and huge theta entries: such parts sample 0 (or lose), as on the CPU; under
+    UBSan (float-cast-overflow) this also checks that no coordinate reaches an integer cast
+    unclamped."""
+    B, C, H, W, K = 1, 2, 5, 6, 4
+    x, theta, mask = torch.randn(B, C, H, W), _theta(B, K, H, W, torch.float32), torch.rand(B, K, H, W)
+    theta[0, 0, 0, 2] = float("nan")
+    theta[0, 1, 1, 0] = float("inf")
+    theta[0, 2, 0, 0] = 3e38
+    out, argmax = affine_forward(emu, x, theta, mask, True, H, W)
+    cpu_out, cpu_argmax = torch.ops.pydeform.multi_affine_warp(x, theta, mask, True, H, W)
+    assert torch.equal(argmax, cpu_argmax)
+    assert_close("affine out", out, cpu_out, torch.float32)
+    g = torch.randn(out.shape)
+    for got, want in zip(
+        affine_backward(emu, g, x, theta, mask, cpu_argmax, True),
+        torch.ops.pydeform.multi_affine_warp_backward(g, x, theta, mask, cpu_argmax, True, True, True, True),
+    ):
+        assert_close("affine grad (non-finite theta)", got, want, torch.float32, scale=C * H * W)

@@ -95,3 +95,26 @@ def test_run_to_run(emu, deterministic):
         assert torch.equal(first[1], again[1])
         if deterministic:
             assert torch.equal(first[0], again[0])
+
+
+@pytest.mark.parametrize("border", [False, True], ids=["zeros", "border"])
+def test_non_finite_and_huge_homographies(emu, border):
+    """NaN, infinite and huge entries, and w = 0 everywhere: no sample there (0, no gradient), as
+    on the CPU; under UBSan (float-cast-overflow) no coordinate reaches an integer cast unclamped."""
+    x = torch.randn(1, 2, 5, 6)
+    h = torch.eye(3).repeat(5, 1, 1)
+    h[0, 0, 2] = float("nan")
+    h[1, 1, 1] = float("inf")
+    h[2, 0, 0] = 3e38
+    h[3, 2] = 0  # w = 0
+    h[4, 2, 2] = 1e-7  # w small but defined: huge, finite sample points
+    h[4, 2, :2] = 0
+    out = homography_forward(emu, x, h, 5, 6, border, False)
+    padding = "border" if border else "zeros"
+    assert_close("homography out", out, torch.ops.pydeform.homography_sample(x, h, 5, 6, padding, "pixel"), torch.float32)
+    g = torch.randn(out.shape)
+    want = torch.ops.pydeform.homography_sample_backward(g, x, h, 5, 6, padding, "pixel", True, True, False)
+    for deterministic in (False, True):
+        got = homography_backward(emu, g, x, h, border, False, deterministic)
+        assert_close("homography grad_x (non-finite h)", got[0], want[0], torch.float32, scale=8)
+        assert_close("homography grad_h (non-finite h)", got[1], want[1], torch.float32, scale=1e3)
