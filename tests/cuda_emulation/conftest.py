@@ -21,5 +21,6 @@ def grid_cap(request, emu):
 def pytest_terminal_summary(terminalreporter):
     if emulation.LARGEST_DIFFERENCE:
         terminalreporter.write_sep("-", "CUDA emulation: largest |emulated CUDA - CPU| per dtype and quantity")
-        for (dtype, what), diff in sorted(emulation.LARGEST_DIFFERENCE.items()):
-            terminalreporter.write_line(f"{dtype:9s} {what:22s} {diff:.3g}")
+        terminalreporter.write_line(f"{'dtype':9s} {'quantity':34s} {'|difference|':>12s} {'of tolerance':>12s}")
+        for (dtype, what), (diff, share) in sorted(emulation.LARGEST_DIFFERENCE.items()):
+            terminalreporter.write_line(f"{dtype:9s} {what:34s} {diff:12.3g} {share:12.1%}")

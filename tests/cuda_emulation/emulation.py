@@ -26,8 +26,9 @@ TOLERANCES = {
     torch.float16: (2e-3, 2e-3),
     torch.bfloat16: (1.6e-2, 1.6e-2),
 }
-# Largest |emulated - CPU| seen, per dtype and quantity: printed at the end of the run.
-LARGEST_DIFFERENCE: dict[tuple[str, str], float] = {}
+# Per dtype and quantity, the largest |emulated - CPU| seen and the largest share of the
+# tolerance (atol + rtol * |CPU|) any element used: printed at the end of the run.
+LARGEST_DIFFERENCE: dict[tuple[str, str], tuple[float, float]] = {}
 
 
 def load(name: str = "_cuda_emulation"):
@@ -68,8 +69,10 @@ def assert_close(what: str, emulated: torch.Tensor, cpu: torch.Tensor, dtype: to
     both_nan = emulated.isnan() & cpu.isnan()
     diff = torch.where(both_nan, torch.zeros_like(emulated), (emulated - cpu).abs())
     key = (str(dtype).replace("torch.", ""), what)
-    largest = float(diff.max()) if diff.numel() else 0.0
-    LARGEST_DIFFERENCE[key] = max(LARGEST_DIFFERENCE.get(key, 0.0), largest)
+    share = diff / (atol * scale + rtol * cpu.abs().nan_to_num(posinf=0.0))
+    finite = lambda t: float(t.nan_to_num(nan=0.0).max()) if t.numel() else 0.0  # noqa: E731
+    old_diff, old_share = LARGEST_DIFFERENCE.get(key, (0.0, 0.0))
+    LARGEST_DIFFERENCE[key] = (max(old_diff, finite(diff)), max(old_share, finite(share)))
     torch.testing.assert_close(emulated, cpu, rtol=rtol, atol=atol * scale, equal_nan=True, msg=lambda m: f"{what}: {m}")
 
 
