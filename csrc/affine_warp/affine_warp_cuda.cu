@@ -212,10 +212,10 @@ void affine_warp_forward_cuda(std::uintptr_t x, std::uintptr_t theta, std::uintp
   DeviceGuard guard(device);
   dispatch_cuda(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    forward_kernel<T><<<blocks_for(chunk_items(d), kThreads), kThreads, 0, as_stream(stream)>>>(
-        reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(theta), reinterpret_cast<const T*>(mask),
-        reinterpret_cast<T*>(out), reinterpret_cast<uint8_t*>(argmax), d, identity);
-    check_launch("affine_warp forward");
+    launch_kernel("affine_warp forward", forward_kernel<T>, blocks_for(chunk_items(d), kThreads), kThreads, 0,
+                  as_stream(stream), reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(theta),
+                  reinterpret_cast<const T*>(mask), reinterpret_cast<T*>(out), reinterpret_cast<uint8_t*>(argmax), d,
+                  identity);
   });
 }
 
@@ -241,24 +241,19 @@ void affine_warp_backward_cuda(std::uintptr_t grad_out, std::uintptr_t x, std::u
     const auto* th = reinterpret_cast<const T*>(theta);
     const auto* mk = reinterpret_cast<const T*>(mask);
     const auto* am = reinterpret_cast<const uint8_t*>(argmax);
-    if (grad_x) {
-      x_grad_kernel<T><<<blocks_for(chunk_items(d), kThreads), kThreads, 0, s>>>(go, th, mk, am,
-                                                                                 reinterpret_cast<A*>(grad_x), d,
-                                                                                 identity);
-      check_launch("affine_warp backward (x)");
-    }
+    if (grad_x)
+      launch_kernel("affine_warp backward (x)", x_grad_kernel<T>, blocks_for(chunk_items(d), kThreads), kThreads, 0,
+                    s, go, th, mk, am, reinterpret_cast<A*>(grad_x), d, identity);
     if (grad_theta || grad_mask) {
       A* partials = grad_theta ? reinterpret_cast<A*>(theta_partials) : nullptr;
-      const dim3 grid(static_cast<unsigned>(P), static_cast<unsigned>(std::min<int64_t>(B * K, 65535)));
-      theta_mask_grad_kernel<T><<<grid, kThreads, 0, s>>>(go, reinterpret_cast<const T*>(x), th, mk, am,
-                                                          reinterpret_cast<T*>(grad_mask), partials, d, P);
-      check_launch("affine_warp backward (theta, mask)");
+      const dim3 grid(static_cast<unsigned>(P), grid_extent(B * K));
+      launch_kernel("affine_warp backward (theta, mask)", theta_mask_grad_kernel<T>, grid, kThreads, 0, s, go,
+                    reinterpret_cast<const T*>(x), th, mk, am, reinterpret_cast<T*>(grad_mask), partials, d, P);
     }
-    if (grad_theta) {
-      theta_combine_kernel<T><<<blocks_for(B * K * 6, kThreads), kThreads, 0, s>>>(
-          reinterpret_cast<const A*>(theta_partials), reinterpret_cast<T*>(grad_theta), B * K, P);
-      check_launch("affine_warp backward (theta combine)");
-    }
+    if (grad_theta)
+      launch_kernel("affine_warp backward (theta combine)", theta_combine_kernel<T>, blocks_for(B * K * 6, kThreads),
+                    kThreads, 0, s, reinterpret_cast<const A*>(theta_partials), reinterpret_cast<T*>(grad_theta),
+                    B * K, P);
   });
 }
 

@@ -7,7 +7,7 @@
 #include "common/errors.h"
 #include "common/macros.h"
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(PYDEFORM_CUDA_EMULATION)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #endif
@@ -23,7 +23,7 @@ template <typename T> using acc_t = typename AccType<T>::type;
 
 template <typename T> HOST_DEVICE acc_t<T> load(const T* p) { return static_cast<acc_t<T>>(*p); }
 template <typename T> HOST_DEVICE void store(T* p, acc_t<T> v) { *p = static_cast<T>(v); }
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(PYDEFORM_CUDA_EMULATION)
 template <> HOST_DEVICE float load<__half>(const __half* p) { return __half2float(*p); }
 template <> HOST_DEVICE void store<__half>(__half* p, float v) { *p = __float2half_rn(v); }
 template <> HOST_DEVICE float load<__nv_bfloat16>(const __nv_bfloat16* p) { return __bfloat162float(*p); }
@@ -41,7 +41,7 @@ template <typename F> void dispatch_cpu(int code, F&& f) {
   }
 }
 
-#if defined(__CUDACC__)
+#if defined(__CUDACC__) || defined(PYDEFORM_CUDA_EMULATION)
 template <typename F> void dispatch_cuda(int code, F&& f) {
   switch (code) {
     case kFloat32: f(TypeTag<float>{}); break;

@@ -126,7 +126,7 @@ template <typename T> struct StridedGrad {
 };
 
 template <typename A> HOST_DEVICE void add_to(A* p, A v, bool atomic) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) || defined(PYDEFORM_CUDA_EMULATION)
   if (atomic) {
     atomicAdd(p, v);
     return;

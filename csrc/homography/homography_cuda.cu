@@ -158,14 +158,13 @@ void homography_forward_cuda(std::uintptr_t x, std::uintptr_t h, std::uintptr_t 
   homography_check_args(Bx, Bh, C, H, W, Ho, Wo);
   for (auto [p, name] : {std::pair{x, "x"}, {h, "h"}, {out, "out"}}) check_pointer(p, name);
   DeviceGuard guard(device);
-  const dim3 grid(blocks_for(Ho * Wo, kThreads), static_cast<unsigned>(std::min<int64_t>(std::max(Bx, Bh), 65535)));
+  const dim3 grid(blocks_for(Ho * Wo, kThreads), grid_extent(std::max(Bx, Bh)));
   dispatch_cuda(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     const auto g = homography_geometry<acc_t<T>>(H, W, Ho, Wo, border, normalized);
-    forward_pixels<T><<<grid, kThreads, 0, as_stream(stream)>>>(
-        reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), reinterpret_cast<T*>(out), Bx, Bh, C, H, W, Ho,
-        Wo, g);
-    check_launch("homography forward");
+    launch_kernel("homography forward", forward_pixels<T>, grid, kThreads, 0, as_stream(stream),
+                  reinterpret_cast<const T*>(x), reinterpret_cast<const T*>(h), reinterpret_cast<T*>(out), Bx, Bh, C, H,
+                  W, Ho, Wo, g);
   });
 }
 
@@ -185,7 +184,7 @@ void homography_backward_cuda(std::uintptr_t grad_out, int64_t grad_stride_b, in
   if (!grad_x && !grad_h) return;
   DeviceGuard guard(device);
   const int64_t B = std::max(Bx, Bh), blocks = homography_cuda_grad_h_blocks(Ho, Wo);
-  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(std::min<int64_t>(B, 65535)));
+  const dim3 grid(static_cast<unsigned>(blocks), grid_extent(B));
   const cudaStream_t s = as_stream(stream);
   dispatch_cuda(dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -197,20 +196,15 @@ void homography_backward_cuda(std::uintptr_t grad_out, int64_t grad_stride_b, in
     const auto* hp = reinterpret_cast<const T*>(h);
     auto* gx = reinterpret_cast<A*>(grad_x);
     auto* partials = grad_h ? reinterpret_cast<A*>(grad_h_partials) : nullptr;
-    if (partials || (gx && !deterministic)) {
-      backward_pixels<T><<<grid, kThreads, 0, s>>>(go, xp, hp, deterministic ? nullptr : gx, partials, Bx, Bh, C, H, W,
-                                                   Ho, Wo, g);
-      check_launch("homography backward");
-    }
-    if (gx && deterministic) {
-      backward_x_owned_rows<T><<<blocks_for(Bx * H, 64), 64, 0, s>>>(go, xp, hp, gx, Bx, Bh, C, H, W, Ho, Wo, g);
-      check_launch("homography backward (deterministic grad_x)");
-    }
-    if (partials) {
-      reduce_grad_h<A><<<blocks_for(Bh * 9, kThreads), kThreads, 0, s>>>(partials, reinterpret_cast<A*>(grad_h), B, Bh,
-                                                                        blocks);
-      check_launch("homography backward (grad_h)");
-    }
+    if (partials || (gx && !deterministic))
+      launch_kernel("homography backward", backward_pixels<T>, grid, kThreads, 0, s, go, xp, hp,
+                    deterministic ? nullptr : gx, partials, Bx, Bh, C, H, W, Ho, Wo, g);
+    if (gx && deterministic)
+      launch_kernel("homography backward (deterministic grad_x)", backward_x_owned_rows<T>, blocks_for(Bx * H, 64), 64,
+                    0, s, go, xp, hp, gx, Bx, Bh, C, H, W, Ho, Wo, g);
+    if (partials)
+      launch_kernel("homography backward (grad_h)", reduce_grad_h<A>, blocks_for(Bh * 9, kThreads), kThreads, 0, s,
+                    partials, reinterpret_cast<A*>(grad_h), B, Bh, blocks);
   });
 }
 

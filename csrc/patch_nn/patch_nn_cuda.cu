@@ -157,19 +157,18 @@ template <typename T, int P>
 void launch_forward(const T* x, const T* y, T* dist, int64_t* index, int64_t B, int64_t C, int64_t H, int64_t W,
                     int64_t n, cudaStream_t stream) {
   const dim3 block(kTileW, kTileH);
-  const dim3 grid(static_cast<unsigned>(std::min<int64_t>((W + kTileW - 1) / kTileW, 65535)),
-                  static_cast<unsigned>(std::min<int64_t>((H + kTileH - 1) / kTileH, 65535)),
-                  static_cast<unsigned>(std::min<int64_t>(B, 65535)));
+  const dim3 grid(grid_extent((W + kTileW - 1) / kTileW), grid_extent((H + kTileH - 1) / kTileH), grid_extent(B));
+  const char* name = "patch_nn forward";
   switch (n) {
-    case 1: forward_tiled<T, P, 1><<<grid, block, 0, stream>>>(x, y, dist, index, B, C, H, W); break;
-    case 3: forward_tiled<T, P, 3><<<grid, block, 0, stream>>>(x, y, dist, index, B, C, H, W); break;
-    case 5: forward_tiled<T, P, 5><<<grid, block, 0, stream>>>(x, y, dist, index, B, C, H, W); break;
-    case 7: forward_tiled<T, P, 7><<<grid, block, 0, stream>>>(x, y, dist, index, B, C, H, W); break;
-    case 9: forward_tiled<T, P, 9><<<grid, block, 0, stream>>>(x, y, dist, index, B, C, H, W); break;
+    case 1: launch_kernel(name, forward_tiled<T, P, 1>, grid, block, 0, stream, x, y, dist, index, B, C, H, W); break;
+    case 3: launch_kernel(name, forward_tiled<T, P, 3>, grid, block, 0, stream, x, y, dist, index, B, C, H, W); break;
+    case 5: launch_kernel(name, forward_tiled<T, P, 5>, grid, block, 0, stream, x, y, dist, index, B, C, H, W); break;
+    case 7: launch_kernel(name, forward_tiled<T, P, 7>, grid, block, 0, stream, x, y, dist, index, B, C, H, W); break;
+    case 9: launch_kernel(name, forward_tiled<T, P, 9>, grid, block, 0, stream, x, y, dist, index, B, C, H, W); break;
     default:
-      forward_generic<T, P><<<blocks_for(B * H * W, 256), 256, 0, stream>>>(x, y, dist, index, B, C, H, W, n);
+      launch_kernel(name, forward_generic<T, P>, blocks_for(B * H * W, 256), 256, 0, stream, x, y, dist, index, B, C,
+                    H, W, n);
   }
-  check_launch("patch_nn forward");
 }
 
 }  // namespace
@@ -206,16 +205,12 @@ void patch_nn_backward_cuda(std::uintptr_t grad_dist, std::uintptr_t x, std::uin
       const auto* xp = reinterpret_cast<const T*>(x);
       const auto* yp = reinterpret_cast<const T*>(y);
       const auto* ip = reinterpret_cast<const int64_t*>(index);
-      if (grad_x) {
-        backward_x<T, P><<<blocks, 256, 0, as_stream(stream)>>>(g, xp, yp, ip, reinterpret_cast<T*>(grad_x), B, C, H,
-                                                                W, n);
-        check_launch("patch_nn backward (x)");
-      }
-      if (grad_y) {
-        backward_y<T, P><<<blocks, 256, 0, as_stream(stream)>>>(g, xp, yp, ip, reinterpret_cast<T*>(grad_y), B, C, H,
-                                                                W, n);
-        check_launch("patch_nn backward (y)");
-      }
+      if (grad_x)
+        launch_kernel("patch_nn backward (x)", backward_x<T, P>, blocks, 256, 0, as_stream(stream), g, xp, yp, ip,
+                      reinterpret_cast<T*>(grad_x), B, C, H, W, n);
+      if (grad_y)
+        launch_kernel("patch_nn backward (y)", backward_y<T, P>, blocks, 256, 0, as_stream(stream), g, xp, yp, ip,
+                      reinterpret_cast<T*>(grad_y), B, C, H, W, n);
     });
   });
 }

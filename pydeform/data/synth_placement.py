@@ -4,7 +4,7 @@ A cartoon face (head, ears, hair, eyebrows, two eyes, nose, mouth) is placed on 
 background by a similarity transform, and a pair of glasses drawn in the face's canonical
 frame must be warped onto it. The correct warp is known exactly, as ST-GAN parameters
 ``p_true`` (Lin et al., "ST-GAN", CVPR 2018): ``params_to_matrix(p_true)`` maps a background
-point (normalized coordinates, DESIGN.md section 3) to the canonical point drawn there, so
+point (normalized coordinates, docs/contracts.md) to the canonical point drawn there, so
 the correctly placed glasses are ``homography_sample(fg, params_to_matrix(p_true),
 coords="normalized")``. The training input starts from ``p_init = p_true + 0.1 N(0, 1)`` on
 all 8 parameters, ST-GAN's initial perturbation.

@@ -1,6 +1,6 @@
 """pydeform.geometry: pure-torch homography toolkit (no compiled code).
 
-Convention (DESIGN.md sections 3, 4): a homography h (B, 3, 3) maps an OUTPUT point
+Convention (docs/contracts.md): a homography h (B, 3, 3) maps an OUTPUT point
 (x, y, 1) to an INPUT point, in "pixel" coordinates (centres at integers) or "normalized"
 ones (grid_sample align_corners=True). See coords.py for kornia's and OpenCV's conventions.
 """

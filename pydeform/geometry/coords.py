@@ -1,4 +1,4 @@
-"""Coordinate frames and conventions for 3x3 homographies (DESIGN.md section 3).
+"""Coordinate frames and conventions for 3x3 homographies (docs/contracts.md).
 
 pydeform's convention: h maps an OUTPUT point (x, y, 1) to an INPUT point (the sampling
 direction), x the column and y the row.

@@ -5,7 +5,7 @@ cross-entropy on logits (numerically stable; the discriminators return logits, n
 probabilities). The generator objective per variant (Siarohin et al., CVPR 2018):
 
     baseline, dsc:  L_cGAN + 100 * L1(generated, target)            (pix2pix's weight)
-    full:           L_cGAN + 0.01 * L_NN(generated, target)         (DESIGN.md section 4)
+    full:           L_cGAN + 0.01 * L_NN(generated, target)         (docs/contracts.md)
 """
 from __future__ import annotations
 

@@ -7,9 +7,20 @@ import torch
 try:
     from pydeform import _C
 except ImportError as exc:  # pragma: no cover - only when the package was not built
+    from pathlib import Path
+
+    _package = Path(__file__).resolve().parents[1]
+    if (_package.parent / "pyproject.toml").exists():
+        # Imported from a source checkout (e.g. `python -m pytest` in the repository root puts
+        # the root first on sys.path), whatever is installed.
+        raise ImportError(
+            f"pydeform was imported from the source tree {_package}, which has no compiled module "
+            "(`python -m pytest` and `python` in the repository root import the tree, not the installed "
+            "package). Run the tests with `pytest` and scripts from another directory to use the installed "
+            "package (after `pip install .`)"
+        ) from exc
     raise ImportError(
-        "pydeform's compiled module is missing: install the package with `pip install .` "
-        "(running from a source tree without building it does not work)"
+        "pydeform's compiled module is missing: install the package with `pip install .`"
     ) from exc
 
 DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2, torch.bfloat16: 3}

@@ -1,18 +1,20 @@
 """multi_affine_warp: the max over K masked affine warps of a feature map (the deformable
 skip connections of the Deformable GAN), fused so the K warped copies never exist.
-DESIGN.md section 4."""
+docs/contracts.md."""
 from __future__ import annotations
 
 import math
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from pydeform.ops._backend import DTYPE_CODES, _C, launch, ptr
-from pydeform.ops._validate import check_image, check_int, check_same_kind
+from pydeform.ops._validate import check_image, check_int, check_same_kind, first_derivatives_only
 
 MAX_PARTS = 255  # the argmax is uint8 and code 255 stands for the identity candidate
+IDENTITY_CODE = 255
 _THREADS_PER_TILE = 256  # CUDA: threads of a theta/mask-gradient block (kThreads), so pixels per tile
 
 
@@ -20,13 +22,13 @@ def _output_size(x, mask, size) -> tuple[int, int]:
     """(Ho, Wo): mask's, else `size`, else x's; `size` given with a mask must agree with it."""
     check_image("x", x)
     if size is not None:
-        if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
+        if isinstance(size, (str, bytes)) or not isinstance(size, (Sequence, np.ndarray)) or len(size) != 2:
             raise TypeError(f"size must be a pair of ints (height, width), got {size!r}")
         height, width = (check_int(f"size[{n}]", s) for n, s in enumerate(size))
         if height < 1 or width < 1:
             raise ValueError(f"size must be positive, got {tuple(size)}")
     if mask is not None:
-        check_image("mask", mask)
+        check_image("mask", mask, may_be_zero=(0, 1))
         mask_size = tuple(mask.shape[-2:])
         if size is not None and (height, width) != mask_size:
             raise ValueError(f"size {(height, width)} differs from the output size of mask {mask_size}")
@@ -38,9 +40,9 @@ def _check_arguments(x, theta, mask, include_identity, height, width) -> None:
     """Run by the public function (early, clear errors) and by the ops themselves (a direct
     torch.ops call must not reach the kernel with sizes that do not fit)."""
     check_image("x", x)
-    check_image("theta", theta)
+    check_image("theta", theta, may_be_zero=(0, 1))  # an empty batch; K = 0 with the identity
     if mask is not None:
-        check_image("mask", mask)
+        check_image("mask", mask, may_be_zero=(0, 1))
     check_same_kind("x", x, theta=theta, mask=mask)
     B, _, H, W = x.shape
     if theta.shape[0] != B or theta.shape[2:] != (2, 3):
@@ -48,6 +50,8 @@ def _check_arguments(x, theta, mask, include_identity, height, width) -> None:
     K = theta.shape[1]
     if K > MAX_PARTS:
         raise ValueError(f"theta has K = {K} parts; at most {MAX_PARTS} are supported (the argmax is uint8)")
+    if K == 0 and not include_identity:
+        raise ValueError("theta has K = 0 parts: that needs include_identity=True (the output is then x)")
     check_int("height", height, minimum=1)
     check_int("width", width, minimum=1)
     if mask is not None and mask.shape != (B, K, height, width):
@@ -79,6 +83,10 @@ def _forward(
     K = theta.shape[1]
     out = x.new_empty((B, C, height, width))
     argmax = torch.empty((B, C, height, width), dtype=torch.uint8, device=x.device)
+    if B == 0:
+        return out, argmax
+    if K == 0:  # only the identity candidate (the size check made Ho, Wo == H, W)
+        return out.copy_(x), argmax.fill_(IDENTITY_CODE)
     packed = _packed_workspace(x)
     launch(
         "affine_warp_forward", x.device, ptr(x), ptr(theta), ptr(mask), ptr(out), ptr(argmax), ptr(packed),
@@ -144,6 +152,10 @@ def _backward(
         # CUDA scatters grad_x with atomics into zeros (float32 for float16/bfloat16); the CPU
         # writes every element.
         grad_x = (torch.zeros if x.is_cuda else torch.empty)(x.shape, dtype=_acc_dtype(x.dtype), device=x.device)
+    if B == 0 or K == 0:  # nothing to launch; with K = 0 the identity passed everything through
+        if need_x:
+            grad_x = grad_x.copy_(grad_out) if B else grad_x
+        return grad_x.to(x.dtype), grad_theta, grad_mask
     P = _theta_partitions(x.device, height, width)
     partials = torch.empty((B, K, P, 6), dtype=_acc_dtype(x.dtype), device=x.device) if need_theta else None
     packed = _packed_workspace(x)
@@ -188,6 +200,7 @@ def _autograd_backward(ctx, grad_out, _grad_argmax):
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+_backward.register_autograd(first_derivatives_only("multi_affine_warp"))
 
 
 def multi_affine_warp(
@@ -212,8 +225,10 @@ def multi_affine_warp(
         bilinear_zeros(x[b,c], theta[b,k] @ (j, i, 1)) for k = 0..K-1; ties go to the first.
         A part whose sample point is not finite contributes 0 (times its mask).
 
-    Differentiable in x, theta and mask through the winning candidate. The output size is the
-    mask's, else `size`, else (H, W). Deterministic on the CPU, for any number of threads. On
+    Differentiable in x, theta and mask through the winning candidate; first derivatives only
+    (a double backward raises). The output size is the mask's, else `size`, else (H, W). An
+    empty batch gives an empty output; K = 0 needs include_identity (the output is then x).
+    Exact contract: docs/contracts.md. Deterministic on the CPU, for any number of threads. On
     CUDA the forward, grad_theta (a block reduction per (b, k) and pixel tile, then a second
     pass over the tiles in order) and grad_mask are deterministic; grad_x is scattered with
     atomicAdd, so its last bits may vary from run to run.

@@ -1,13 +1,14 @@
 """homography_sample: warp images by 3x3 homographies (the warps of ST-GAN) with bilinear
-sampling, computing each pixel's sample point from h on the fly. DESIGN.md section 4."""
+sampling, computing each pixel's sample point from h on the fly. docs/contracts.md."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from pydeform import _C
 from pydeform.ops._backend import DTYPE_CODES, launch, ptr
-from pydeform.ops._validate import check_image, check_int, check_same_kind
+from pydeform.ops._validate import check_image, check_int, check_same_kind, first_derivatives_only
 
 PADDING_MODES = ("zeros", "border")
 COORDS = ("pixel", "normalized")
@@ -16,7 +17,7 @@ COORDS = ("pixel", "normalized")
 def _check_size(size, x: Tensor) -> tuple[int, int]:
     if size is None:
         return x.shape[2], x.shape[3]
-    if not isinstance(size, (tuple, list, torch.Size)) or len(size) != 2:
+    if not isinstance(size, (tuple, list, torch.Size, np.ndarray)) or len(size) != 2:
         raise ValueError(f"size must be a pair (height, width) of positive ints or None, got {size!r}")
     height = check_int("size[0] (height)", size[0], minimum=1)
     width = check_int("size[1] (width)", size[1], minimum=1)
@@ -42,6 +43,11 @@ def _check_arguments(x, h, size, padding_mode, coords) -> tuple[int, int]:
     return _check_size(size, x)
 
 
+def _batch(Bx: int, Bh: int) -> int:
+    """The output batch: Bx and Bh broadcast (equal, or one of them 1; 0 if either is 0)."""
+    return Bx if Bh == 1 else Bh
+
+
 def _launch_arguments(x: Tensor, h: Tensor, height: int, width: int, padding_mode: str, coords: str) -> tuple:
     """Sizes and flags every launcher takes after its pointers."""
     Bx, C, H, W = x.shape
@@ -53,7 +59,9 @@ def _forward(x: Tensor, h: Tensor, height: int, width: int, padding_mode: str, c
     _check_arguments(x, h, (height, width), padding_mode, coords)
     # The kernels read raw pointers: keep contiguous copies alive in locals until they return.
     x, h = x.contiguous(), h.contiguous()
-    out = x.new_empty((max(x.shape[0], h.shape[0]), x.shape[1], height, width))
+    out = x.new_empty((_batch(x.shape[0], h.shape[0]), x.shape[1], height, width))
+    if out.shape[0] == 0:
+        return out
     sizes = _launch_arguments(x, h, height, width, padding_mode, coords)
     launch("homography_forward", x.device, ptr(x), ptr(h), ptr(out), *sizes, DTYPE_CODES[x.dtype])
     return out
@@ -61,7 +69,7 @@ def _forward(x: Tensor, h: Tensor, height: int, width: int, padding_mode: str, c
 
 @_forward.register_fake
 def _(x, h, height, width, padding_mode, coords):
-    return x.new_empty((torch.sym_max(x.shape[0], h.shape[0]), x.shape[1], height, width))
+    return x.new_empty((x.shape[0] if h.shape[0] == 1 else h.shape[0], x.shape[1], height, width))
 
 
 @torch.library.custom_op("pydeform::homography_sample_backward", mutates_args=())
@@ -71,7 +79,7 @@ def _backward(
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     _check_arguments(x, h, (height, width), padding_mode, coords)
     check_same_kind("x", x, grad_out=grad_out)
-    expected = (max(x.shape[0], h.shape[0]), x.shape[1], height, width)
+    expected = (_batch(x.shape[0], h.shape[0]), x.shape[1], height, width)
     if grad_out.shape != expected:
         raise ValueError(f"grad_out must have shape {expected}, got {tuple(grad_out.shape)}")
     # grad_out is read through its strides: an expanded gradient (from out.sum()) is not copied.
@@ -84,6 +92,10 @@ def _backward(
     new_grad_x = torch.zeros if x.device.type == "cuda" else torch.empty
     grad_x = new_grad_x(x.shape, dtype=acc, device=x.device) if need_x else None
     grad_h = torch.empty(h.shape, dtype=acc, device=x.device) if need_h else None
+    if expected[0] == 0:  # an empty batch: the gradients are zero (or empty)
+        return (torch.zeros_like(x, memory_format=torch.contiguous_format) if need_x else x.new_empty(0)), (
+            torch.zeros_like(h, memory_format=torch.contiguous_format) if need_h else h.new_empty(0)
+        )
     partials = None
     if need_h:
         count = getattr(_C, f"homography_grad_h_partials_{x.device.type}")(*sizes[:3], height, width)
@@ -122,6 +134,7 @@ def _autograd_backward(ctx, grad_out):
 
 
 _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+_backward.register_autograd(first_derivatives_only("homography_sample"))
 
 
 def homography_sample(
@@ -151,7 +164,8 @@ def homography_sample(
         where |w| < 1e-8 or the point is not finite the output is 0 and no gradient flows.
 
     Differentiable in x and in all 9 entries of h; a broadcast input gets the gradient summed
-    over the batch. The gradients are bit-identical from run to run on the CPU, and on CUDA
+    over the batch. First derivatives only (a double backward raises). An empty batch (x or h
+    with batch 0) gives an empty output. Exact contract: docs/contracts.md. The gradients are bit-identical from run to run on the CPU, and on CUDA
     under torch.use_deterministic_algorithms(True), where grad_x then avoids atomics at a large
     cost in speed (each thread scans every output pixel of its image).
     """

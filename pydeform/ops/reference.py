@@ -1,7 +1,7 @@
 """Pure-PyTorch implementations of the three ops, written the way a user would without
 pydeform (unfold + broadcast, affine_grid/grid_sample per part, a sampling grid from h).
 
-They define the same contracts as the fused ops (DESIGN.md section 4) and serve as the
+They define the same contracts as the fused ops (docs/contracts.md) and serve as the
 independent computation the tests compare against and the baseline the benchmarks time.
 No input validation: call the public ops for that.
 """
@@ -18,7 +18,7 @@ __all__ = ["patch_nn_distance", "multi_affine_warp", "homography_sample", "pixel
 
 
 def patch_nn_distance(x: Tensor, y: Tensor, kernel_size: int = 3, p: int = 1) -> tuple[Tensor, Tensor]:
-    """(B, C, H, W) x2 -> dist (B, H, W), index (B, H, W) int64. See DESIGN.md section 4."""
+    """(B, C, H, W) x2 -> dist (B, H, W), index (B, H, W) int64. See docs/contracts.md."""
     B, C, H, W = x.shape
     n, r = kernel_size, kernel_size // 2
     # (B, C*n*n, H*W): channel-major, then the kernel offsets in row-major order, so that
@@ -50,6 +50,10 @@ def multi_affine_warp(
         Ho, Wo = mask.shape[-2:]
     else:
         Ho, Wo = size if size is not None else (H, W)
+    if K == 0 and not include_identity:  # the same contract as the fused op
+        raise ValueError("theta has K = 0 parts: that needs include_identity=True (the output is then x)")
+    if B == 0:  # affine_grid refuses an empty batch
+        return x.new_empty((0, C, Ho, Wo))
     # affine_grid wants a normalised output -> normalised input matrix.
     to_norm = pixel_to_normalized_matrix(H, W, theta.dtype, theta.device)
     from_norm = _normalized_to_pixel_matrix(Ho, Wo, theta.dtype, theta.device)
@@ -76,7 +80,7 @@ def homography_sample(
     """x (B|1, C, H, W), h (B|1, 3, 3) output point -> input point. Returns (B, C, Ho, Wo)."""
     C, H, W = x.shape[1:]
     Ho, Wo = size if size is not None else (H, W)
-    B = max(x.shape[0], h.shape[0])
+    B = x.shape[0] if h.shape[0] == 1 else h.shape[0]  # broadcast; an empty batch stays empty
     ys, xs = torch.meshgrid(
         torch.arange(Ho, dtype=h.dtype, device=h.device),
         torch.arange(Wo, dtype=h.dtype, device=h.device),

@@ -1,6 +1,6 @@
 """COCO-18 keypoints in OpenPose order and the Deformable GAN annotation CSV format.
 
-A pose is 18 (x, y) pixel positions, x the column and y the row (DESIGN.md section 3);
+A pose is 18 (x, y) pixel positions, x the column and y the row (docs/contracts.md);
 a missing joint is (-1, -1). The functions of `pydeform.pose` take a `Keypoints`, a
 sequence of them (a batch), or an array/tensor of shape (18, 2) or (B, 18, 2) in which a
 joint with a coordinate equal to -1 (or not finite) is missing.

@@ -415,8 +415,8 @@ M = torch.rand(2, 4, 6, 5)
         ((X, T), {"size": 4}, TypeError, "size must be a pair of ints"),
         ((X, T), {"size": "ab"}, TypeError, "size must be a pair of ints"),
         ((X, T), {"size": (4.0, 5)}, TypeError, r"size\[0\] must be an int"),
-        ((torch.zeros(0, 3, 6, 5), T[:0]), {}, ValueError, "x must not be empty"),
-        ((X, torch.zeros(2, 0, 2, 3)), {}, ValueError, "theta must not be empty"),
+        ((torch.zeros(2, 0, 6, 5), T), {}, ValueError, "x must not be empty"),  # (B = 0 is allowed)
+        ((X, torch.zeros(2, 0, 2, 3)), {}, ValueError, "K = 0 parts: that needs include_identity"),
         ((X, T, torch.zeros(2, 4, 0, 5)), {}, ValueError, "mask must not be empty"),
         ((X.long(), T), {}, TypeError, "x has dtype torch.int64"),
         ((X.half(), T.half()), {}, TypeError, "on cpu pydeform supports float32, float64"),

@@ -334,9 +334,9 @@ def test_degenerate_homographies(name, coords, padding_mode, dtype):
         (torch.ones(1, 3, 4, 4, dtype=torch.int64), torch.ones(1, 3, 3, dtype=torch.int64), {}, TypeError, "x has dtype"),
         (torch.randn(1, 3, 4, 4).half(), torch.eye(3)[None].half(), {}, TypeError, "on cpu pydeform supports float32, float64"),
         (torch.randn(1, 3, 4, 4, device="meta"), torch.eye(3, device="meta")[None], {}, ValueError, "device meta"),
-        (torch.randn(0, 3, 4, 4), torch.eye(3)[None], {}, ValueError, "x must not be empty"),
+        (torch.randn(1, 3, 0, 4), torch.eye(3)[None], {}, ValueError, "x must not be empty"),  # (B = 0 is allowed)
         (torch.randn(1, 0, 4, 4), torch.eye(3)[None], {}, ValueError, "x must not be empty"),
-        (torch.randn(1, 3, 4, 4), torch.zeros(0, 3, 3), {}, ValueError, "h must not be empty"),
+        (torch.randn(2, 3, 4, 4), torch.zeros(0, 3, 3), {}, ValueError, "h has batch size 0 but x has 2"),
         ([[1.0]], torch.eye(3)[None], {}, TypeError, "x must be a torch.Tensor"),
         (torch.randn(1, 3, 4, 4), np.eye(3)[None], {}, TypeError, "h must be a torch.Tensor"),
         (torch.randn(1, 3, 4, 4), torch.eye(3)[None], {"padding_mode": "reflection"}, ValueError, "padding_mode must be one of"),

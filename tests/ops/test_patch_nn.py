@@ -193,7 +193,7 @@ def test_backward_op_never_trusts_index():
         (torch.ones(1, 3, 4, 4, dtype=torch.int64), torch.ones(1, 3, 4, 4, dtype=torch.int64), {}, TypeError, "x has dtype"),
         (torch.randn(1, 3, 4, 4, dtype=torch.complex64), torch.randn(1, 3, 4, 4, dtype=torch.complex64), {}, TypeError, "x has dtype"),
         (torch.randn(1, 3, 4, 4).half(), torch.randn(1, 3, 4, 4).half(), {}, TypeError, "on cpu pydeform supports float32, float64"),
-        (torch.randn(0, 3, 4, 4), torch.randn(0, 3, 4, 4), {}, ValueError, "x must not be empty"),
+        (torch.randn(1, 0, 4, 4), torch.randn(1, 0, 4, 4), {}, ValueError, "x must not be empty"),  # (B = 0 is allowed)
         (torch.randn(1, 3, 0, 4), torch.randn(1, 3, 0, 4), {}, ValueError, "x must not be empty"),
         ([[1.0]], torch.randn(1, 3, 4, 4), {}, TypeError, "x must be a torch.Tensor"),
         (torch.randn(1, 3, 4, 4, device="meta"), torch.randn(1, 3, 4, 4, device="meta"), {}, ValueError, "device meta"),
