@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import pydeform
 from pydeform import cli
@@ -362,3 +364,51 @@ def test_non_finite_values_are_logged_as_null(tmp_path):
     with JsonlLogger(tmp_path / "log.jsonl") as log:
         log.log(1, a=float("nan"), b=torch.tensor(float("inf")), c=1.5)
     assert read_log(tmp_path / "log.jsonl") == [{"step": 1, "a": None, "b": None, "c": 1.5}]
+
+
+# ----------------------------------------------------------------------------- FID/IS/LPIPS in `test`
+
+
+IMAGE_METRIC_FAMILIES = ["stgan"]  # families whose test reports pydeform.metrics.generation_metrics
+
+
+@pytest.mark.parametrize("family", IMAGE_METRIC_FAMILIES)
+def test_test_command_says_which_image_metrics_it_skipped(family, data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main([*tiny(family, data, run), "--steps", "1"] if family != "stgan" else
+                [*tiny(family, data, run), "--d-steps", "1", "--steps-per-stage", "1"]) == 0  # fmt: skip
+    evaluation = tmp_path / "eval"
+    assert main(["test", family, "--checkpoint", str(run / "checkpoint.pt"), "--out", str(evaluation),
+                 "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    skipped = json.loads((evaluation / "metrics.json").read_text())["image_metrics"]["skipped"]
+    assert set(skipped) == {"is", "fid", "lpips"} and "Inception" in skipped["fid"]
+    assert f"fid skipped: {skipped['fid']}" in printed
+
+
+@pytest.mark.parametrize("family", IMAGE_METRIC_FAMILIES)
+def test_test_command_passes_the_weight_files(family, data, tmp_path, monkeypatch):
+    import pydeform.metrics
+
+    run = tmp_path / "run"
+    assert main([*tiny(family, data, run), "--steps", "1"] if family != "stgan" else
+                [*tiny(family, data, run), "--d-steps", "1", "--steps-per-stage", "1"]) == 0  # fmt: skip
+    calls = []
+
+    def generation_metrics(generated, targets, **files):
+        calls.append((generated, targets, files))
+        return {"fid": 12.5, "is_mean": 3.0, "is_std": 0.5, "weights": {}, "skipped": {"lpips": "stub"}}
+
+    monkeypatch.setattr(pydeform.metrics, "generation_metrics", generation_metrics)
+    evaluation = tmp_path / "eval"
+    assert main(["test", family, "--checkpoint", str(run / "checkpoint.pt"), "--out", str(evaluation), "--no-progress",
+                 "--inception", "i.pth", "--real-stats", "real.npz", "--lpips-backbone", "a.pth",
+                 "--lpips-linear", "l.pth"]) == 0  # fmt: skip
+    (generated, targets, files), = calls
+    images = sorted((evaluation / "images").glob("*.png"))
+    assert generated.dtype == torch.uint8 and len(generated) == len(images)  # every test image, as saved
+    np.testing.assert_array_equal(generated[0].permute(1, 2, 0).numpy(), np.asarray(Image.open(images[0])))
+    assert targets is None or targets.shape == generated.shape
+    assert {k: files[k] for k in ("inception_weights", "real_stats", "lpips_backbone", "lpips_linear")} == {
+        "inception_weights": "i.pth", "real_stats": "real.npz", "lpips_backbone": "a.pth", "lpips_linear": "l.pth"}
+    assert json.loads((evaluation / "metrics.json").read_text())["image_metrics"]["fid"] == 12.5
