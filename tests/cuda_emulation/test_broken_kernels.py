@@ -7,11 +7,9 @@ tiled forward (cmake/cuda_emulation.cmake makes them from the real .cu by a text
 - broken_bound: the tile's row bound is i <= H instead of i < H, so the row below the image is
   computed and written one row past `dist`. AddressSanitizer stops the run (in a subprocess
   here); without it the stray row lands silently in memory nobody checks."""
-import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
