@@ -501,3 +501,52 @@ def test_limb_fits_match_scikit_image(standing, striding):
         dst = rectangle(standing, part, inc=FIT_INC[part])
         want = estimate_transform("affine", src, dst).params[:2]
         np.testing.assert_allclose(theta[k].numpy(), want, atol=1e-9)
+
+
+# --- lower resolutions: corner-aligned (pydeform) vs s*i (the original) -------------------
+
+
+def encoder_errors(theta, full, level):
+    """Median error, in feature pixels, of the low-resolution transform of each rule against
+    where the features actually sit. A 4x4, stride-2, padding-1 convolution's output i is
+    centred on input 2i + 1/2; after `level` of them (s = 2^level) feature i sits on
+    full-size pixel c(i) = s i + (s - 1)/2, so the exact feature-grid transform is
+    c^-1 o theta o c. Rules: pydeform's corner-aligned `at_resolution`, and the original's
+    x_full = s x_low (AffineTransformLayer divides the translation by s)."""
+    s = 2**level
+    small = (full[0] // s, full[1] // s)
+    ys, xs = np.mgrid[0 : small[0], 0 : small[1]]
+    points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 0).astype(np.float64)
+    offset = (s - 1) / 2
+    to_full = np.array([[s, 0, offset], [0, s, offset], [0, 0, 1.0]])
+    errors = {"corner-aligned": [], "original s*i": []}
+    masks = torch.ones(len(theta), *full, dtype=torch.float64)
+    corner, _ = at_resolution(torch.as_tensor(theta), masks, small)
+    for k, t in enumerate(theta):
+        full_t = np.vstack([t, [0, 0, 1]])
+        exact = (np.linalg.inv(to_full) @ full_t @ to_full)[:2] @ points
+        original = np.concatenate([t[:, :2], t[:, 2:] / s], 1) @ points
+        ours = corner[k].numpy() @ points
+        errors["corner-aligned"].append(np.linalg.norm(ours - exact, axis=0))
+        errors["original s*i"].append(np.linalg.norm(original - exact, axis=0))
+    return {rule: float(np.median(np.concatenate(e))) for rule, e in errors.items()}
+
+
+@pytest.mark.parametrize("full", [(128, 64), (256, 256)])
+def test_corner_aligned_rule_is_closer_to_the_encoder_geometry(full, standing, striding):
+    """Why pydeform keeps its corner-aligned rescaling (a deliberate deviation from the
+    original): at every skip level it is closer to where a stride-2 encoder's features sit."""
+    poses = random_poses([standing, striding], 16, full, seed=3)
+    theta = np.concatenate([parts(a, b, full)[0].numpy() for a, b in zip(poses[::2], poses[1::2])])
+    theta = theta[np.abs(theta - np.eye(2, 3)).max(axis=(1, 2)) > 0]  # parts that are present
+    for level in (1, 2, 3):
+        median = encoder_errors(theta, full, level)
+        assert median["corner-aligned"] < median["original s*i"], (level, median)
+    # The closed form of the point maps alone: for x_full = c(i), each rule's position of
+    # feature i in feature pixels.
+    for level in (1, 2, 3):
+        s, width = 2**level, full[1]
+        i = np.arange(width // s)
+        true = (s * i + (s - 1) / 2) / s
+        corner = i * (width - 1) / (width // s - 1) / s
+        assert np.median(np.abs(corner - true)) < np.median(np.abs(i - true)) == (s - 1) / (2 * s)
