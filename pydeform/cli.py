@@ -185,6 +185,8 @@ def _add_synth_pose_pairs(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images-per-identity", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default="market", help="file prefix (default market, as the authors' files)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset of this --name in a non-empty --out (its old images are deleted)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(run=_run_synth_pose_pairs, parser=p)
 
@@ -195,9 +197,9 @@ def _run_synth_pose_pairs(args: argparse.Namespace) -> int:
     try:
         dataset = write_pose_pairs(
             args.out, args.size, args.identities, args.seed, name=args.name,
-            images_per_identity=args.images_per_identity, progress=not args.no_progress,
+            images_per_identity=args.images_per_identity, progress=not args.no_progress, overwrite=args.overwrite,
         )  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, FileExistsError, NotADirectoryError) as exc:
         args.parser.error(str(exc))
     images, pairs = dataset.num_images, dataset.num_pairs
     print(
