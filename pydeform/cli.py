@@ -7,6 +7,9 @@
     pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
     pydeform train stgan [--data DIR|synthetic] --warps N --steps-per-stage S --out RUN [--supervised] ...
     pydeform test stgan --checkpoint RUN/checkpoint.pt --out DIR [--data DIR]
+    pydeform pose import-openpose JSON_DIR --out ANNOTATION.csv [--model coco18|body25]
+    pydeform pose make-pairs ANNOTATION.csv --out PAIRS.csv [--identity market|deepfashion|REGEX]
+    pydeform data deepfashion-inshop ROOT --out DIR [--lists TRAIN TEST] [--crop]
 
 Multi-process training: torchrun --nproc_per_node=K -m pydeform.cli train deformgan ...
 (`python -m pydeform.cli` is the same command as `pydeform`).
@@ -17,6 +20,9 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
+
+from pydeform.data.cli import add_data_command
+from pydeform.pose.cli import add_pose_command
 
 __all__ = ["main", "build_parser"]
 
@@ -415,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_synth_pose_pairs(kinds)
     _add_synth_placement(kinds)
+    add_pose_command(commands)
+    add_data_command(commands)
     return parser
 
 
