@@ -128,7 +128,8 @@ class InshopReport:
 
 def _tree(root: Path, prefix: str) -> dict[str, Path]:
     """{flat name: path} of the images under root/img (or root); errors for a name clash."""
-    base = root / "img" if (root / "img").is_dir() else root
+    # The benchmark's download unpacks to Img/img/; a user may also point at img/ itself.
+    base = next((b for b in (root / "img", root / "Img" / "img") if b.is_dir()), root)
     images: dict[str, Path] = {}
     for folder, _, files in sorted(os.walk(base)):
         for file in sorted(files):
@@ -168,7 +169,7 @@ def convert_inshop(
 ) -> InshopReport:
     """Copy the In-shop images into `out/train/` and `out/test/` under their flat names.
 
-    root: the In-shop folder holding `img/` (and `Eval/list_eval_partition.txt`).
+    root: the In-shop folder holding `img/` or `Img/img/` (and `Eval/list_eval_partition.txt`).
     lists: (train list, test list), each a .lst, annotation CSV or pairs CSV
         (`read_name_list`); without lists, In-shop's own partition file (root/Eval/ or
         root/list_eval_partition.txt: train -> train, query and gallery -> test).
@@ -205,7 +206,8 @@ def convert_inshop(
                              f"{wanted['train'][both[0]]}); {len(both)} such names")
         tree = _tree(root, prefix)
     else:
-        candidates = [root / "Eval" / "list_eval_partition.txt", root / "list_eval_partition.txt"]
+        candidates = [root / "Eval" / "list_eval_partition.txt", root / "list_eval_partition.txt",
+                      root / "Anno" / "list_eval_partition.txt"]
         partition_file = next((p for p in candidates if p.is_file()), None)
         if partition_file is None:
             raise FileNotFoundError(f"no lists given and no In-shop partition file ({candidates[0]}); "

@@ -65,6 +65,10 @@ def test_flat_names():
     for path in TREE:
         assert flat_name(path) == pose_transfer_name(path)
     assert flat_name(TREE[3], prefix="fasion") == "fasionMENDenimid0000008001_1front.jpg"
+    for path in TREE:  # the Deformable GAN's data/split_fasion_dataset.py, walking from 'fasion'
+        parts = ("fasion/" + path).split("/")
+        item = "".join(parts[:3]) + parts[3].replace("_", "") + parts[4].split("_")[0]
+        assert flat_name(path, prefix="fasion") == item + "_" + "".join(parts[4].split("_")[1:])
     with pytest.raises(ValueError, match="expected <GENDER>"):
         flat_name("Denim/id_00000080/01_1_front.jpg")
     with pytest.raises(ValueError, match="outfit_view_pose"):
@@ -109,6 +113,15 @@ def test_lists_may_be_the_published_csvs(inshop, tmp_path):
     report = convert_inshop(inshop, out, (annotation, pairs), progress=False)  # prefix "fasion" from the lists
     assert report.written == {"train": 2, "test": 2} and not report.missing["train"]
     assert (out / "test" / a).is_file() and (out / "test" / b).is_file()
+
+
+def test_benchmark_folder_layout_img_under_img(inshop, tmp_path):
+    """The benchmark unpacks to Img/img/: pointing at its top folder works too."""
+    top = tmp_path / "In-shop Clothes Retrieval Benchmark"
+    (top / "Img").mkdir(parents=True)
+    (inshop / "img").rename(top / "Img" / "img")
+    report = convert_inshop(top, tmp_path / "out", write_lists(tmp_path, names(0), names(1)), progress=False)
+    assert report.written == {"train": 1, "test": 1}
 
 
 def test_partition_file_without_lists(inshop, tmp_path):
