@@ -21,7 +21,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pydeform.data._images import has_alpha, read_image
-
 from pydeform.data.synth_placement import CSV_HEADER, PERTURBATION_STD
 
 __all__ = ["Placement", "CelebAGlasses", "CELEBA_CROP", "CELEBA_IMAGE_SIZE"]
