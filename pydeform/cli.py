@@ -4,6 +4,10 @@
     pydeform test MODEL --checkpoint RUN/checkpoint.pt --out DIR [flags]
     pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
     pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
+    pydeform pose import-openpose JSON_DIR --out ANNOTATION.csv [--model coco18|body25]
+    pydeform pose make-pairs ANNOTATION.csv --out PAIRS.csv [--identity market|deepfashion|REGEX]
+    pydeform data deepfashion-inshop ROOT --out DIR [--lists TRAIN TEST] [--crop]
+    pydeform metrics pose-transfer|fid|is ...
 
 The flags of `train` and `test` are generated from each family's config dataclass
 (`pydeform.options`): a flag per field, with its type, default and help. Multi-process
@@ -26,9 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydeform.data.cli import add_data_command
 from pydeform.errors import is_user_error
-from pydeform.options import Option, flatten_dict, from_flat, options, parse_text
 from pydeform.metrics.cli import add_metrics_command
+from pydeform.options import Option, flatten_dict, from_flat, options, parse_text
+from pydeform.pose.cli import add_pose_command
 
 __all__ = ["main", "build_parser", "FAMILIES"]
 
@@ -177,10 +183,12 @@ def _add_synth_pose_pairs(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder to write into")
     p.add_argument("--size", type=_size, default=(128, 64), metavar="HxW", help="image size (default 128x64)")
     p.add_argument("--identities", type=int, default=100, help="people (default 100; 20%% form the test split)")
-    p.add_argument("--images-per-identity", type=int, default=6)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images-per-identity", type=int, default=6, help="poses of each person (default 6)")
+    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default 0)")
     p.add_argument("--name", default="market", help="file prefix (default market, as the authors' files)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset of this --name in a non-empty --out (its old images are deleted)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_synth_pose_pairs, parser=p)
 
 
@@ -190,9 +198,9 @@ def _run_synth_pose_pairs(args: argparse.Namespace) -> int:
     try:
         dataset = write_pose_pairs(
             args.out, args.size, args.identities, args.seed, name=args.name,
-            images_per_identity=args.images_per_identity, progress=not args.no_progress,
+            images_per_identity=args.images_per_identity, progress=not args.no_progress, overwrite=args.overwrite,
         )  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, FileExistsError, NotADirectoryError) as exc:
         args.parser.error(str(exc))
     images, pairs = dataset.num_images, dataset.num_pairs
     print(
@@ -220,8 +228,8 @@ def _add_synth_placement(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--train", type=int, default=2000, help="training samples (default 2000)")
     p.add_argument("--test", type=int, default=500, help="test samples (default 500)")
     p.add_argument("--foregrounds", type=int, default=32, help="glasses objects per split (default 32)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_synth_placement, parser=p)
 
 
@@ -251,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_synth_pose_pairs(kinds)
     _add_synth_placement(kinds)
+    add_pose_command(commands)
+    add_data_command(commands)
     add_metrics_command(commands)
     return parser
 

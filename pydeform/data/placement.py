@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pydeform.data._images import has_alpha, read_image
 from pydeform.data.synth_placement import CSV_HEADER, PERTURBATION_STD
 
 __all__ = ["Placement", "CelebAGlasses", "CELEBA_CROP", "CELEBA_IMAGE_SIZE"]
@@ -48,11 +49,15 @@ def _to_tensor(image: Image.Image) -> Tensor:
 
 
 def _load(path: Path, mode: str, size: tuple[int, int]) -> Tensor:
-    """Image file -> (C, H, W) float32 in [0, 1], converted to `mode`; checks the size."""
-    with Image.open(path) as image:
-        if (image.height, image.width) != size:
-            raise ValueError(f"{path}: image of size {(image.height, image.width)}, expected {size}")
-        return _to_tensor(image.convert(mode))
+    """Image file -> (C, H, W) float32 in [0, 1], converted to `mode`; checks the size, and
+    for mode RGBA that the file has an alpha channel (a foreground without one would
+    silently be fully opaque). Read errors name the file (OSError)."""
+    image = read_image(path)
+    if (image.height, image.width) != size:
+        raise ValueError(f"{path}: image of size {(image.height, image.width)}, expected {size}")
+    if mode == "RGBA" and not has_alpha(image):
+        raise ValueError(f"{path}: the foreground must have an alpha channel (RGBA PNG), got mode {image.mode}")
+    return _to_tensor(image.convert(mode))
 
 
 class Placement(Dataset):
@@ -88,7 +93,12 @@ class Placement(Dataset):
         for path in (self.csv_file, info_file):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found (expected the layout of `pydeform synth placement`)")
-        info = json.loads(info_file.read_text())
+        try:
+            info = json.loads(info_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{info_file}:{exc.lineno}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{info_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         size = info.get("size") if isinstance(info, dict) else None
         if not (isinstance(size, list) and len(size) == 2 and all(isinstance(s, int) and s > 0 for s in size)):
             raise ValueError(f"{info_file}: expected \"size\": [H, W], got {size!r}")
@@ -262,10 +272,10 @@ class CelebAGlasses(Dataset):
         self.glasses: list[Tensor] = [self._glasses(path) for path in glasses_files]  # (4, size, size) each
 
     def _glasses(self, path: Path) -> Tensor:
-        with Image.open(path) as image:
-            if image.mode not in ("RGBA", "LA") and "transparency" not in image.info:
-                raise ValueError(f"{path}: glasses must have an alpha channel (RGBA PNG), got mode {image.mode}")
-            rgba = image.convert("RGBA")
+        image = read_image(path)
+        if not has_alpha(image):
+            raise ValueError(f"{path}: glasses must have an alpha channel (RGBA PNG), got mode {image.mode}")
+        rgba = image.convert("RGBA")
         if rgba.size != (self.size, self.size):
             rgba = rgba.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return _to_tensor(rgba)
@@ -273,12 +283,12 @@ class CelebAGlasses(Dataset):
     def crop(self, name: str) -> Tensor:
         """The face crop of image `name`: (3, size, size) float32 in [0, 1]."""
         path = self.image_dir / name
-        with Image.open(path) as image:
-            if (image.height, image.width) != CELEBA_IMAGE_SIZE:
-                raise ValueError(f"{path}: image of size {(image.height, image.width)}, expected the aligned CelebA "
-                                 f"size {CELEBA_IMAGE_SIZE}")
-            top, bottom, left, right = CELEBA_CROP
-            face = image.convert("RGB").crop((left, top, right, bottom))
+        image = read_image(path)
+        if (image.height, image.width) != CELEBA_IMAGE_SIZE:
+            raise ValueError(f"{path}: image of size {(image.height, image.width)}, expected the aligned CelebA "
+                             f"size {CELEBA_IMAGE_SIZE}")
+        top, bottom, left, right = CELEBA_CROP
+        face = image.convert("RGB").crop((left, top, right, bottom))
         if self.size != bottom - top:
             face = face.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return _to_tensor(face)

@@ -21,9 +21,11 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pydeform.data._images import image_size as _image_size
+from pydeform.data._images import read_image
 from pydeform.metrics.image import body_mask
-from pydeform.pose import Keypoints, at_resolution, heatmaps, part_transforms, read_annotations
-from pydeform.pose.keypoints import _check_size
+from pydeform.pose import JOINT_NAMES, Keypoints, at_resolution, heatmaps, part_transforms
+from pydeform.pose.keypoints import _check_size, _read_annotations
 
 __all__ = ["PosePairs"]
 
@@ -64,8 +66,10 @@ class PosePairs(Dataset):
 
     The images must all have the size of the first pair's source image (checked per item);
     every pair's names must have an annotation row and an image file (checked on
-    construction). Errors name the file and line: ValueError for a malformed row, a bad
-    header or an unknown name; FileNotFoundError for a missing file.
+    construction), and every keypoint must lie less than one image size beyond the image's
+    edge. Errors name the file and line: ValueError for a malformed row, a bad header, an
+    unknown name or a keypoint far outside the image; FileNotFoundError for a missing file;
+    OSError naming the image for an image that cannot be read (truncated, corrupt).
 
     Item (a dict; `torch.utils.data.default_collate` stacks it into a batch):
         source, target: (3, H, W) float32 images in [-1, 1].
@@ -112,7 +116,8 @@ class PosePairs(Dataset):
                 raise FileNotFoundError(f"{path} not found (expected <root>/{name}-annotation-{split}.csv, "
                                         f"<root>/{name}-pairs-{split}.csv and <root>/{name}-dataset/{split}/)")
 
-        self.annotations: dict[str, Keypoints] = read_annotations(self.annotation_file)
+        self.annotations: dict[str, Keypoints]
+        self.annotations, lines = _read_annotations(self.annotation_file)
         rows = _read_pairs(self.pairs_file)
         if not rows:
             raise ValueError(f"{self.pairs_file}: no pairs")
@@ -127,9 +132,19 @@ class PosePairs(Dataset):
                                             "not found")
         self.pairs: list[tuple[str, str]] = [(source, target) for _, source, target in rows]
 
-        with Image.open(self.image_dir / self.pairs[0][0]) as first:
-            width, height = first.size  # reads the header only
-        self.native_size: tuple[int, int] = (height, width)
+        self.native_size: tuple[int, int] = _image_size(self.image_dir / self.pairs[0][0])  # the header only
+        # A keypoint more than an image size outside the image is a broken annotation (or one
+        # made for other images): refuse it rather than warp with it.
+        height, width = self.native_size
+        for image in sorted({name for pair in self.pairs for name in pair}, key=lines.__getitem__):
+            keypoints = self.annotations[image]
+            far = ~keypoints.missing & ((keypoints.xy[:, 0] >= 2 * width) | (keypoints.xy[:, 1] >= 2 * height))
+            if far.any():
+                joint = int(np.argmax(far))
+                x, y = keypoints.xy[joint]
+                raise ValueError(f"{self.annotation_file}:{lines[image]}: {image}: joint {JOINT_NAMES[joint]} at "
+                                 f"(x, y) = ({x:g}, {y:g}) is far outside the {height}x{width} images (allowed: "
+                                 f"up to one image size beyond their edge)")
         self.image_size: tuple[int, int] = self.native_size if image_size is None else _check_size(
             image_size, "image_size")
         h, w = self.image_size
@@ -148,11 +163,11 @@ class PosePairs(Dataset):
     def _image(self, image: str) -> Tensor:
         """Image file -> (3, H, W) float32 in [-1, 1] at `image_size`."""
         path = self.image_dir / image
-        with Image.open(path) as loaded:
-            if (loaded.height, loaded.width) != self.native_size:
-                raise ValueError(f"{path}: image of size {(loaded.height, loaded.width)}, but the dataset's images "
-                                 f"are {self.native_size} (the size of {self.image_dir / self.pairs[0][0]})")
-            rgb = loaded.convert("RGB")
+        loaded = read_image(path)  # errors name the file
+        if (loaded.height, loaded.width) != self.native_size:
+            raise ValueError(f"{path}: image of size {(loaded.height, loaded.width)}, but the dataset's images "
+                             f"are {self.native_size} (the size of {self.image_dir / self.pairs[0][0]})")
+        rgb = loaded.convert("RGB")
         if self.image_size != self.native_size:
             rgb = rgb.resize(self.image_size[::-1], Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1)

@@ -25,6 +25,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -74,6 +75,7 @@ _BELOW_PELVIS = _THIGH + _SHIN + _FOOT + _R_SHIN  # soles below the mid-hip
 _FIGURE_HEIGHT = _ABOVE_PELVIS + _BELOW_PELVIS
 
 _MIN_SIZE = (32, 16)
+_MAX_SIZE = (4096, 4096)  # write_pose_pairs: larger images would run out of memory mid-way
 _EYE_DARK = np.array([0.08, 0.06, 0.06], np.float32)
 
 
@@ -631,13 +633,18 @@ def write_pose_pairs(
     max_pairs_per_identity: int = 30,
     test_fraction: float = 0.2,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PosePairsDataset:
     """Write a synthetic pose-pair dataset in the Deformable GAN's Market-1501 layout.
 
     Args:
-        out_dir: folder to write into (created if missing; existing files of the same
-            names are overwritten).
-        size: (H, W) of every image; ``"HxW"`` strings are accepted too.
+        out_dir: folder to write into, created if missing. A folder that is not empty is
+            refused (FileExistsError) unless ``overwrite``: then the files of a dataset of
+            this ``name`` there (``<name>-dataset/``, ``<name>-annotation-*.csv``,
+            ``<name>-pairs-*.csv``) are deleted first, so no stale image stays behind;
+            other files are left alone.
+        size: (H, W) of every image, at least 32x16 and at most 4096x4096; ``"HxW"``
+            strings are accepted too.
         identities: number of people (>= 2); the last ``round(identities * test_fraction)``
             (at least 1, at most identities - 1) form the test split, so no identity is in
             both splits.
@@ -650,6 +657,9 @@ def write_pose_pairs(
             a person; above it a seeded random subset is kept.
         test_fraction: share of identities in the test split, in (0, 1).
         progress: show a tqdm progress bar over identities.
+        overwrite: replace a dataset in a non-empty ``out_dir`` (see there).
+
+    Every argument is checked before anything is created on disk.
 
     Returns:
         A :class:`PosePairsDataset` with the paths and per-split counts.
@@ -663,8 +673,21 @@ def write_pose_pairs(
         raise ValueError(f"name must be a non-empty file-name prefix ([A-Za-z0-9_.-]), got {name!r}")
     if not (isinstance(test_fraction, (int, float)) and 0.0 < test_fraction < 1.0):
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if h > _MAX_SIZE[0] or w > _MAX_SIZE[1]:
+        raise ValueError(f"size must be at most {_MAX_SIZE[0]}x{_MAX_SIZE[1]}, got {h}x{w}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"out_dir: {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"out_dir: {out} is not empty; pass overwrite=True (`--overwrite`) to replace "
+                                  f"the {name!r} dataset there, or choose an empty folder")
+        if (out / f"{name}-dataset").exists():
+            shutil.rmtree(out / f"{name}-dataset")
+        for stale in list(out.glob(f"{name}-annotation-*.csv")) + list(out.glob(f"{name}-pairs-*.csv")):
+            stale.unlink()
 
-    ds = PosePairsDataset(Path(out_dir), name, {}, {}, {})
+    ds = PosePairsDataset(out, name, {}, {}, {})
     n_test = min(identities - 1, max(1, round(identities * test_fraction)))
     splits = ("train", "test")
     for split in splits:

@@ -3,7 +3,9 @@
 - keypoints: the `Keypoints` structure, joint names and the annotation CSV format.
 - render: Gaussian joint heatmaps and the Variational U-Net stickman.
 - parts: the Deformable GAN's 10 per-part affine transforms and masks, and their
-  rescaling to a feature map's resolution.
+  rescaling to a feature map's resolution; `affine_tls`, the original's torso/head estimator.
+- openpose: OpenPose JSON (COCO-18 or BODY_25) -> the annotation CSV (`pydeform pose import-openpose`).
+- pairs: the published pair rule, annotation CSV -> from,to pairs (`pydeform pose make-pairs`).
 """
 from pydeform.pose.keypoints import (
     JOINT,
@@ -16,7 +18,7 @@ from pydeform.pose.keypoints import (
     read_annotations,
     write_annotations,
 )
-from pydeform.pose.parts import NUM_PARTS, PART_NAMES, at_resolution, part_transforms, torso_scale
+from pydeform.pose.parts import NUM_PARTS, PART_NAMES, affine_tls, at_resolution, part_transforms, torso_scale
 from pydeform.pose.render import heatmaps, stickman, stickman_thickness
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "PART_NAMES",
     "Keypoints",
     "KeypointsLike",
+    "affine_tls",
     "at_resolution",
     "heatmaps",
     "part_transforms",

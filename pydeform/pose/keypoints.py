@@ -47,6 +47,10 @@ def _mirror_name(name: str) -> str:
 MIRROR: tuple[int, ...] = tuple(JOINT[_mirror_name(name)] for name in JOINT_NAMES)
 
 _HEADER = ("name", "keypoints_y", "keypoints_x")
+# The annotation files refuse coordinates beyond this many pixels: no image is that large,
+# and from about 1e19 up numpy's int casts overflow silently (a keypoint far outside the
+# image is a broken annotation, not a pose).
+MAX_COORDINATE = 100_000
 
 
 def _missing(xy: np.ndarray) -> np.ndarray:
@@ -157,6 +161,9 @@ def _parse_coordinates(text: str, field: str) -> list[int]:
         raise ValueError(f"{field} must hold ints, got {values}")
     if any(v < MISSING for v in values):
         raise ValueError(f"{field} has a negative coordinate other than -1 (missing): {values}")
+    if any(v > MAX_COORDINATE for v in values):
+        raise ValueError(f"{field} has a coordinate beyond {MAX_COORDINATE} pixels, far outside any image: "
+                         f"{max(values)}")
     return values
 
 
@@ -166,9 +173,14 @@ def read_annotations(path: str | PathLike) -> dict[str, Keypoints]:
     The file is `:`-separated with the header `name:keypoints_y:keypoints_x`; each row holds
     an image name and two JSON lists of 18 ints (rows first, then columns), -1 for a missing
     joint. Returns {image name: Keypoints} in file order. Blank lines are skipped.
-    Raises ValueError naming the file and 1-based line number of a malformed row or header
-    and of a repeated name.
+    Raises ValueError naming the file and 1-based line number of a malformed row or header,
+    of a repeated name and of a coordinate below -1 or above `MAX_COORDINATE` (100000).
     """
+    return _read_annotations(path)[0]
+
+
+def _read_annotations(path: str | PathLike) -> tuple[dict[str, Keypoints], dict[str, int]]:
+    """`read_annotations`, plus {image name: 1-based line number} for later errors."""
     path = Path(path)
     lines = path.read_text(encoding="utf-8-sig").splitlines()
     header = tuple(field.strip() for field in lines[0].split(":")) if lines else ()
@@ -176,6 +188,7 @@ def read_annotations(path: str | PathLike) -> dict[str, Keypoints]:
         got = lines[0] if lines else "an empty file"
         raise ValueError(f"{path}:1: expected the header 'name:keypoints_y:keypoints_x', got {got!r}")
     poses: dict[str, Keypoints] = {}
+    numbers: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -188,13 +201,14 @@ def read_annotations(path: str | PathLike) -> dict[str, Keypoints]:
             if not name:
                 raise ValueError("empty image name")
             if name in poses:
-                raise ValueError(f"image name {name!r} appears twice")
+                raise ValueError(f"image name {name!r} appears twice (first on line {numbers[name]})")
             ys = _parse_coordinates(fields[1], "keypoints_y")
             xs = _parse_coordinates(fields[2], "keypoints_x")
         except ValueError as exc:
             raise ValueError(f"{path}:{number}: {exc}") from None
         poses[name] = Keypoints.from_yx(ys, xs)
-    return poses
+        numbers[name] = number
+    return poses, numbers
 
 
 def write_annotations(path: str | PathLike, annotations: Mapping[str, KeypointsLike]) -> None:
@@ -216,6 +230,11 @@ def write_annotations(path: str | PathLike, annotations: Mapping[str, KeypointsL
         if batched:
             raise ValueError(f"annotations[{name!r}] must be one pose of shape (18, 2), got a batch")
         xy, missing = xy[0], _missing(xy[0])
+        far = ~missing & (np.abs(xy) > MAX_COORDINATE).any(axis=1)
+        if far.any():
+            joint = JOINT_NAMES[int(np.argmax(far))]
+            raise ValueError(f"annotations[{name!r}]: joint {joint} at {xy[far][0].tolist()} is beyond "
+                             f"{MAX_COORDINATE} pixels, far outside any image")
         coords = np.floor(xy + 0.5).astype(np.int64)
         bad = ~missing & (coords < 0).any(axis=1)
         if bad.any():

@@ -3,6 +3,7 @@ csv/json/PIL, DataLoader batching with workers, a tiny CelebA-format folder writ
 (its crops compared with numpy slices of the decoded JPEGs), and the errors for broken
 datasets (naming file and line)."""
 import csv
+import re
 import json
 import shutil
 from pathlib import Path
@@ -288,3 +289,66 @@ def test_celeba_bad_arguments_and_folders(celeba, tmp_path):
     Image.new("RGB", (178, 200)).save(wrong / "img_align_celeba" / "000001.jpg")
     with pytest.raises(ValueError, match=r"000001\.jpg: image of size \(200, 178\)"):
         CelebAGlasses(wrong, glasses_dir, "train")[0]
+
+
+# ----------------------------------------------------------------------------- data errors
+
+
+def test_unreadable_images_name_the_file(synth, tmp_path):
+    root = broken_copy(synth, tmp_path, lambda lines: None)
+    rows = list(csv.reader((root / "placement-train.csv").read_text().splitlines()))[1:]
+    background = root / rows[0][0]
+    background.write_bytes(background.read_bytes()[:-30])  # truncated pixel data
+    ds = Placement(root, "train")
+    with pytest.raises(OSError, match=re.escape(str(background)) + ": cannot read the image"):
+        ds[0]
+    with pytest.raises(OSError, match=re.escape(str(background)) + ": cannot read the image"):
+        list(DataLoader(ds, batch_size=2, num_workers=1))
+    (root / rows[1][2]).write_bytes(b"GIF89a broken")
+    with pytest.raises(OSError, match=re.escape(str(root / rows[1][2])) + ": cannot read the image"):
+        ds[1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"size": [32, 48],\n "corners": [1, 2,]}', r"info\.json:2: not valid JSON"),
+    ("", r"info\.json:1: not valid JSON"),
+    ('{"size": [32]}', r"info\.json: expected \"size\": \[H, W\]"),
+])  # fmt: skip
+def test_malformed_info_json_names_the_path(synth, tmp_path, text, message):
+    root = broken_copy(synth, tmp_path, lambda lines: None)
+    (root / "info.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        Placement(root, "train")
+    (root / "info.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match=r"info\.json: not UTF-8"):
+        Placement(root, "train")
+
+
+def test_foreground_without_alpha_is_refused(synth, tmp_path):
+    root = broken_copy(synth, tmp_path, lambda lines: None)
+    rows = list(csv.reader((root / "placement-train.csv").read_text().splitlines()))[1:]
+    foreground = root / rows[0][1]
+    Image.open(foreground).convert("RGB").save(foreground)
+    ds = Placement(root, "train")
+    with pytest.raises(ValueError, match=re.escape(str(foreground)) + ": the foreground must have an alpha channel"):
+        ds[0]
+    # A palette PNG with a transparency key carries alpha: accepted, as in CelebAGlasses.
+    Image.open(root / rows[1][1]).convert("RGB").convert("P").save(foreground, transparency=0)
+    assert ds[0]["foreground"].shape[0] == 4
+
+
+def test_celeba_unreadable_images_name_the_file(tmp_path):
+    root = tmp_path / "celeba"
+    write_celeba(root, FACES[:4])
+    glasses = tmp_path / "glasses"
+    write_glasses(glasses)
+    ds = CelebAGlasses(root, glasses, "train")
+    name = ds.backgrounds[0]
+    path = root / "img_align_celeba" / name
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    with pytest.raises(OSError, match=re.escape(str(path)) + ": cannot read the image"):
+        ds.crop(name)
+    broken = sorted(glasses.glob("*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:60])
+    with pytest.raises(OSError, match=re.escape(str(broken)) + ": cannot read the image"):
+        CelebAGlasses(root, glasses, "train")

@@ -196,3 +196,57 @@ def test_bad_arguments(tmp_path):
         PosePairs(root, skip_levels=7)  # 64 x 32 halved 6 times is empty
     with pytest.raises(TypeError, match="image_size"):
         PosePairs(root, image_size=64)
+
+
+def test_truncated_image_names_the_file(tmp_path):
+    root = error_dataset(tmp_path)
+    path = root / "market-dataset/train/b.png"
+    path.write_bytes(path.read_bytes()[:-40])  # cut off the end of the pixel data
+    ds = PosePairs(root)
+    with pytest.raises(OSError, match=r"b\.png: cannot read the image") as info:
+        ds[0]
+    assert "truncated" in str(info.value) or info.value.__cause__ is not None
+    path.write_bytes(b"not an image at all")
+    with pytest.raises(OSError, match=r"b\.png: cannot read the image"):
+        ds[1]
+    # The first image's header is read on construction: a broken one names itself there.
+    (root / "market-dataset/train/a.png").write_bytes(b"")
+    with pytest.raises(OSError, match=r"a\.png: cannot read the image"):
+        PosePairs(root)
+
+
+def test_truncated_image_in_a_dataloader_worker(tmp_path):
+    from torch.utils.data import DataLoader
+
+    root = error_dataset(tmp_path)
+    path = root / "market-dataset/train/c.png"
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(OSError, match=r"c\.png: cannot read the image"):
+        list(DataLoader(PosePairs(root), batch_size=1, num_workers=1))
+
+
+@pytest.mark.parametrize("joint, xy, allowed", [(4, [63, 127], True), (4, [64, 10], False), (9, [10, 128], False),
+                                                (0, [10**6, 10], False)])
+def test_keypoints_far_outside_the_image_name_file_and_line(tmp_path, joint, xy, allowed):
+    """64 x 32 images: keypoints up to one image size past the edge are accepted (x < 64,
+    y < 128), farther ones refused with annotation file:line (b.png is on line 3)."""
+    root = error_dataset(tmp_path)
+    pose = BASE.copy()
+    pose[joint] = xy
+    if xy[0] > 100000:  # beyond what the annotation format accepts at all
+        path = root / "market-annotation-train.csv"
+        lines = path.read_text().splitlines()
+        name, ys, xs = lines[2].split(":")
+        values = json.loads(xs)
+        values[joint] = xy[0]
+        lines[2] = f"{name}:{ys}: {json.dumps(values)}"
+        path.write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=r"market-annotation-train\.csv:3: keypoints_x has a coordinate beyond"):
+            PosePairs(root)
+        return
+    write_dataset(tmp_path, {"a.png": BASE, "b.png": pose, "c.png": BASE}, [("a.png", "b.png"), ("b.png", "c.png")])
+    if allowed:
+        PosePairs(root)[0]
+        return
+    with pytest.raises(ValueError, match=r"market-annotation-train\.csv:3: b\.png: joint .* far outside the 64x32"):
+        PosePairs(root)

@@ -312,3 +312,52 @@ def test_render_parts_and_background():
     assert cols[6] < cols[0] < cols[7] and cols[2] < cols[3] and cols[8] < cols[9]
     with pytest.raises(ValueError, match="background"):
         sp.render_person(ident, pose, SIZE, bg[:, :10])
+
+
+def test_non_empty_folder_is_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "set"
+    kwargs = dict(size=(64, 32), identities=3, images_per_identity=2, progress=False)
+    sp.write_pose_pairs(out, seed=1, **kwargs)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(FileExistsError, match="not empty.*overwrite"):
+        sp.write_pose_pairs(out, seed=2, **kwargs)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # untouched
+    # Overwrite: a stale image of an earlier, larger set is gone, other files stay.
+    stale = out / "market-dataset" / "train" / "9999_c1s1_000001_00.png"
+    stale.write_bytes(b"old")
+    (out / "notes.txt").write_text("mine")
+    sp.write_pose_pairs(out, seed=2, overwrite=True, **kwargs)
+    assert not stale.exists() and (out / "notes.txt").read_text() == "mine"
+    fresh = tmp_path / "fresh"
+    sp.write_pose_pairs(fresh, seed=2, **kwargs)
+    for path in fresh.rglob("*"):
+        if path.is_file():
+            assert (out / path.relative_to(fresh)).read_bytes() == path.read_bytes()
+    assert {p.relative_to(out) for p in out.rglob("*.png")} == {
+        p.relative_to(fresh) for p in fresh.rglob("*.png")}
+    (out / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        sp.write_pose_pairs(out / "file", **kwargs)
+
+
+def test_huge_size_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"^size must be at most 4096x4096, got 100000x64"):
+        sp.write_pose_pairs(out, size=(100000, 64), progress=False)
+    assert not out.exists()
+
+
+def test_cli_overwrite_and_size(tmp_path, capsys):
+    from pydeform.cli import main
+
+    out = tmp_path / "set"
+    argv = ["synth", "pose-pairs", "--out", str(out), "--size", "64x32", "--identities", "2",
+            "--images-per-identity", "2", "--no-progress"]
+    assert main(argv) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and "not empty" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    with pytest.raises(SystemExit):
+        main(["synth", "pose-pairs", "--out", str(tmp_path / "huge"), "--size", "99999x99999"])
+    assert "at most 4096x4096" in capsys.readouterr().err and not (tmp_path / "huge").exists()

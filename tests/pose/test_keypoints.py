@@ -97,6 +97,8 @@ GOOD_ROW = f"good.jpg: {[1] * 18}: {[2] * 18}\n"
         (f"bad.jpg: {[1] * 18}: [1, 2,\n", "keypoints_x is not a JSON list"),
         (f"bad.jpg: {[1.5] * 18}: {[2] * 18}\n", "keypoints_y must hold ints"),
         (f"bad.jpg: {[1] * 18}: {[-2] * 18}\n", "negative coordinate"),
+        (f"bad.jpg: {[1] * 17 + [100001]}: {[2] * 18}\n", "keypoints_y has a coordinate beyond 100000"),
+        (f"bad.jpg: {[1] * 18}: {[10**19] + [2] * 17}\n", "keypoints_x has a coordinate beyond 100000"),
         (f": {[1] * 18}: {[2] * 18}\n", "empty image name"),
         (GOOD_ROW, "appears twice"),
     ],
@@ -124,6 +126,10 @@ def test_writer_validation(tmp_path, standing):
         write_annotations(path, {"a.jpg": shifted})
     with pytest.raises(ValueError, match="image name"):
         write_annotations(path, {" a.jpg": standing})
+    far = standing.copy()
+    far[3] = [1e19, 10]
+    with pytest.raises(ValueError, match=r"Relb .* beyond 100000 pixels"):
+        write_annotations(path, {"a.jpg": far})
     with pytest.raises(ValueError, match="batch"):
         write_annotations(path, {"a.jpg": np.stack([standing, standing])})
     with pytest.raises(TypeError, match="annotations"):

@@ -7,17 +7,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from skimage.draw import polygon as fill_polygon
+from skimage.measure import grid_points_in_poly
+from skimage.transform import estimate_transform
 
 from pydeform.ops import reference
 from pydeform.pose import JOINT, NUM_PARTS, PART_NAMES, at_resolution, part_transforms, torso_scale
+from pydeform.pose.parts import affine_tls
 
 SIZE = (128, 128)
 IDENTITY = torch.eye(2, 3, dtype=torch.float64)
-# Limb parts 2..9: (from, to, end extension), as DESIGN.md section 5 states them.
+# Limb parts 2..9: the MASK's end increment `inc` of the original's pose_masks (DESIGN.md
+# section 5; AliaksandrSiarohin/pose-gan pose_transform.py: mask_joint(..., 0.1) for upper,
+# mask_joint(..., 0.5) for lower limbs), applied from the pushed-back start.
 LIMBS = {
-    "Rhip-Rkne": 0.1, "Lhip-Lkne": 0.1, "Rkne-Rank": 0.3, "Lkne-Lank": 0.3,
-    "Rsho-Relb": 0.1, "Lsho-Lelb": 0.1, "Relb-Rwri": 0.3, "Lelb-Lwri": 0.3,
+    "Rhip-Rkne": 0.1, "Lhip-Lkne": 0.1, "Rkne-Rank": 0.5, "Lkne-Lank": 0.5,
+    "Rsho-Relb": 0.1, "Lsho-Lelb": 0.1, "Relb-Rwri": 0.5, "Lelb-Lwri": 0.5,
 }  # fmt: skip
+# ... and the transform fits' (estimate_join(..., 0.1) / (..., 0.3)).
+FIT_INC = {part: 0.1 if inc == 0.1 else 0.3 for part, inc in LIMBS.items()}
+HEAD = ("nose", "Leye", "Reye", "Lear", "Rear")
 
 
 def parts(source, target, size=SIZE):
@@ -31,14 +39,33 @@ def st_of(xy):
     return math.sqrt((r + l) / 2)
 
 
-def rectangle(xy, part, st=None):
-    """A limb's rectangle corners, independently of the library: start pushed back by 0.1
-    (from - to), end extended by e (to - from), half width 0.2 st."""
+def rectangle(xy, part, st=None, inc=None):
+    """A limb's rectangle corners, independently of the library, as the original's
+    estimate_polygon builds them: the start pushed back, fr = fr + (fr - to) 0.1, then the
+    end extended from that new start, to = to + (to - fr) inc; half width 0.2 st."""
     a, b = (xy[JOINT[n]] for n in part.split("-"))
     st = st_of(xy) if st is None else st
+    inc = LIMBS[part] if inc is None else inc
     normal = np.array([-(b - a)[1], (b - a)[0]]) / np.linalg.norm(b - a) * 0.2 * st
-    start, end = a + 0.1 * (a - b), b + LIMBS[part] * (b - a)
+    start = a + 0.1 * (a - b)
+    end = b + inc * (b - start)
     return np.array([start + normal, start - normal, end - normal, end + normal])
+
+
+def original_limb_mask(xy, part, size, st=None):
+    """The original's limb mask: skimage.measure.grid_points_in_poly of the (row, col) polygon."""
+    return grid_points_in_poly(size, rectangle(xy, part, st)[:, ::-1])
+
+
+def original_head_mask(xy, st, size):
+    """The original's head mask (mask_from_kp_array of the int centre, border int(0.4 st)):
+    rows/cols [c - b, c + b), clipped to the image."""
+    present = [JOINT[n] for n in HEAD if (xy[JOINT[n]] != -1).all()]
+    cx, cy = xy[present].mean(0).astype(int)
+    b = int(0.4 * st)
+    mask = np.zeros(size, dtype=bool)
+    mask[max(cy - b, 0) : max(min(cy + b, size[0]), 0), max(cx - b, 0) : max(min(cx + b, size[1]), 0)] = True
+    return mask
 
 
 def raster(corners, size=SIZE):
@@ -151,14 +178,21 @@ def test_masks_match_closed_form(standing, striding):
     _, masks = parts(standing, striding)
     st = st_of(striding)  # masks live in the target frame: the target's scale
     assert (masks[0] == 1).all()
-    # Head: the box of +-0.4 st around the mean of the head joints.
-    centre = striding[[JOINT[n] for n in ("nose", "Leye", "Reye", "Lear", "Rear")]].mean(0)
+    # Head: the half-open box [c - b, c + b), c the int-truncated mean of the head joints,
+    # b = int(0.4 st): here c = (60, 22) (mean (60.0, 22.4)), st = 31.76, b = int(12.7) = 12.
+    centre = striding[[JOINT[n] for n in HEAD]].mean(0)
+    cx, cy, b = int(centre[0]), int(centre[1]), int(0.4 * st)
+    assert (cx, cy, b) == (60, 22, 12)
     ys, xs = np.mgrid[0 : SIZE[0], 0 : SIZE[1]]
-    box = (np.abs(xs - centre[0]) <= 0.4 * st) & (np.abs(ys - centre[1]) <= 0.4 * st)
+    box = (xs >= cx - b) & (xs < cx + b) & (ys >= cy - b) & (ys < cy + b)
     np.testing.assert_array_equal(masks[1].numpy(), box)
+    assert masks[1].sum() == (2 * b) ** 2
     for k, part in enumerate(PART_NAMES[2:], start=2):
         want = raster(rectangle(striding, part))
         assert iou(masks[k].numpy() > 0, want) > 0.95, part
+        # The original rasterises with grid_points_in_poly: it drops some pixels lying exactly
+        # on an edge (here 4 of the 275 of a forearm), pydeform keeps them.
+        assert iou(masks[k].numpy() > 0, original_limb_mask(striding, part, SIZE)) > 0.98, part
     assert set(masks.unique().tolist()) <= {0.0, 1.0}
 
 
@@ -321,3 +355,198 @@ def test_at_resolution_keeps_gradient_and_validates():
         at_resolution(theta, masks, (0, 5))
     with pytest.raises(ValueError, match="1 pixel"):
         at_resolution(theta[..., :1, :, :], masks[:, :1, :1], (4, 4))
+
+
+# --- agreement with the original's geometry on many poses -------------------------------
+
+
+def random_poses(bases, count, size, seed, integer=True):
+    """Plausible poses for a (H, W) image: the hand-made 128 x 128 poses `bases`, randomly
+    mirrored (a back view), rotated, scaled, shifted and jittered, a few non-torso joints
+    missing."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    poses = []
+    for i in range(count):
+        xy = bases[i % len(bases)].copy()
+        if rng.random() < 0.3:
+            xy[:, 0] = 127 - xy[:, 0]
+        angle = rng.uniform(-0.3, 0.3)
+        rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        scale = np.array([width, height]) / 128 * rng.uniform(0.7, 1.0)
+        xy = (xy - 64) @ rotation.T * scale + np.array([width, height]) / 2 + rng.normal(0, 3 * scale, (18, 2))
+        xy += rng.normal(0, 2, 2)
+        if integer:
+            xy = np.round(xy)
+        drop = [j for j in range(18) if j not in (2, 5, 8, 11) and rng.random() < 0.1]
+        xy[drop] = -1
+        poses.append(xy)
+    return poses
+
+
+@pytest.mark.parametrize("size", [(128, 64), (256, 256)])
+def test_masks_agree_with_the_original_on_many_poses(size, standing, striding):
+    """Limb masks against the original's rasteriser (grid_points_in_poly of its polygon),
+    head masks exactly, on 60 random poses: ints as in the published annotation files."""
+    ious, float_ious, edge_only = [], [], True
+    for integer in (True, False):
+        for xy in random_poses([standing, striding], 40, size, seed=size[1], integer=integer):
+            _, masks = parts(xy, xy, size)
+            st = st_of(xy)
+            np.testing.assert_array_equal(masks[1].numpy() > 0, original_head_mask(xy, st, size))
+            for k, part in enumerate(PART_NAMES[2:], start=2):
+                a, b = (JOINT[n] for n in part.split("-"))
+                if (xy[[a, b]] == -1).any():
+                    assert masks[k].max() == 0
+                    continue
+                ours, theirs = masks[k].numpy() > 0, original_limb_mask(xy, part, size)
+                (ious if integer else float_ious).append(iou(ours, theirs))
+                # Every pixel they disagree on lies on an edge of the rectangle (up to rounding).
+                corners = rectangle(xy, part)
+                along, across = corners[2] - corners[1], corners[0] - corners[1]
+                rows, cols = np.nonzero(ours ^ theirs)
+                offset = np.stack([cols, rows], 1) - corners[1]
+                u, v = offset @ along / (along @ along), offset @ across / (across @ across)
+                edge = np.minimum(np.abs(np.stack([u, v, u - 1, v - 1])).min(0), 1)
+                edge_only &= bool((edge < 1e-9).all())
+    ious = np.array(ious)
+    assert edge_only and min(float_ious) == 1  # float keypoints: no pixel centre on an edge
+    # With int keypoints (the published annotation files) whole edges can lie on pixel
+    # centres, where the original's crossing rule keeps some and drops others.
+    assert np.median(ious) == 1 and ious.mean() > 0.99 and ious.min() > 0.85, (ious.min(), ious.mean())
+
+
+def test_lower_limb_masks_reach_the_original_length():
+    """Shin and forearm masks end 0.55 limb lengths past the joint, upper limbs 0.11: a
+    vertical shin from (30, 80) to (30, 100), with an extent of 20 (1 + 0.1 + 0.55) rows."""
+    xy = np.full((18, 2), -1.0)
+    xy[[JOINT["Rsho"], JOINT["Lsho"]]] = [[30, 30], [40, 30]]
+    xy[[JOINT["Rhip"], JOINT["Lhip"]]] = [[30, 60], [40, 60]]  # st = 30, half width 6
+    xy[JOINT["Rkne"]], xy[JOINT["Rank"]] = [30, 80], [30, 100]
+    _, masks = parts(xy, xy, (128, 64))
+    rows = np.nonzero(masks[PART_NAMES.index("Rkne-Rank")].numpy().any(axis=1))[0]
+    assert (rows.min(), rows.max()) == (78, 111)  # 80 - 2, 100 + 0.55 * 20
+    rows = np.nonzero(masks[PART_NAMES.index("Rhip-Rkne")].numpy().any(axis=1))[0]
+    assert (rows.min(), rows.max()) == (58, 82)  # 60 - 2, 80 + 0.11 * 20 = 82.2
+    cols = np.nonzero(masks[PART_NAMES.index("Rkne-Rank")].numpy().any(axis=0))[0]
+    assert (cols.min(), cols.max()) == (24, 36)
+
+
+# --- the over-determined fits: scikit-image's estimator ----------------------------------
+
+
+def ols(target, source):
+    """Ordinary least squares affine target -> source, for contrast."""
+    design = np.concatenate([target, np.ones((len(target), 1))], axis=1)
+    return np.linalg.lstsq(design, source, rcond=None)[0].T
+
+
+@pytest.mark.parametrize("n", [3, 4, 6, 7])
+def test_affine_tls_matches_scikit_image(n):
+    rng = np.random.default_rng(n)
+    for _ in range(50):
+        src = rng.uniform(0, 256, (n, 2))
+        dst = src @ rng.normal(0, 1, (2, 2)).T + rng.normal(0, 50, 2) + rng.normal(0, 4, (n, 2))
+        want = estimate_transform("affine", src, dst).params
+        np.testing.assert_allclose(affine_tls(src, dst), want[:2], atol=1e-7, rtol=1e-9)
+    # Nearly collinear points (a side view): still the same, and far from least squares.
+    src = np.array([[50.0, 60.0], [51.0, 30.0], [53.0, 31.0], [49.0, 61.0]])
+    dst = src + [[3, 1], [0, 2], [1, -2], [2, 2]]
+    want = estimate_transform("affine", src, dst).params[:2]
+    np.testing.assert_allclose(affine_tls(src, dst), want, atol=1e-7)
+    assert np.abs(ols(src, dst) - want).max() > 1
+
+
+def test_affine_tls_exact_and_failures():
+    src = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 20.0], [7.0, 9.0]])
+    true = np.array([[1.5, 0.2, 3.0], [-0.4, 0.9, -7.0]])
+    dst = src @ true[:, :2].T + true[:, 2]
+    np.testing.assert_allclose(affine_tls(src, dst), true, atol=1e-9)
+    assert affine_tls(np.ones((4, 2)), dst) is None  # coincident source points
+    assert affine_tls(src, np.ones((4, 2))) is None  # coincident destination points
+
+
+@pytest.mark.parametrize("size", [(128, 64), (256, 256)])
+def test_torso_and_head_fits_match_scikit_image(size, standing, striding):
+    """On random pose pairs with a turned torso (ill-conditioned), theta of torso and head
+    equals the original's skimage.transform.estimate_transform('affine', target, source)."""
+    poses = random_poses([standing, striding], 40, size, seed=7 + size[0])
+    largest_ols_gap = 0.0
+    for source, target in zip(poses[::2], poses[1::2]):
+        # Turn the target's torso sideways: squeeze the shoulders and hips towards the middle.
+        for a, b in [("Rsho", "Lsho"), ("Rhip", "Lhip")]:
+            middle = (target[JOINT[a]] + target[JOINT[b]]) / 2
+            for n in (a, b):
+                target[JOINT[n]] = middle + 0.15 * (target[JOINT[n]] - middle)
+        theta, _ = parts(source, target, size)
+        torso = [JOINT[n] for n in ("Rhip", "Lhip", "Lsho", "Rsho")]
+        want = estimate_transform("affine", target[torso], source[torso]).params[:2]
+        np.testing.assert_allclose(theta[0].numpy(), want, atol=1e-6)
+        head = [JOINT[n] for n in HEAD if (source[JOINT[n]] != -1).all() and (target[JOINT[n]] != -1).all()]
+        points = head + [JOINT["Lsho"], JOINT["Rsho"]]
+        want_head = estimate_transform("affine", target[points], source[points]).params[:2]
+        np.testing.assert_allclose(theta[1].numpy(), want_head, atol=1e-6)
+        # Where the two estimators differ: the source pixel sampled at the target's head centre.
+        centre = np.append(target[head].mean(0), 1)
+        largest_ols_gap = max(largest_ols_gap, np.abs((ols(target[points], source[points]) - want_head) @ centre).max())
+    assert largest_ols_gap > 1  # the test would notice least squares
+
+
+def test_limb_fits_match_scikit_image(standing, striding):
+    """Limb transforms: the original fits its rectangles (inc 0.3 for the lower limbs) with
+    the same estimator; the fit does not depend on the end extension."""
+    theta, _ = parts(standing, striding)
+    for k, part in enumerate(PART_NAMES[2:], start=2):
+        src = rectangle(striding, part, inc=FIT_INC[part])
+        dst = rectangle(standing, part, inc=FIT_INC[part])
+        want = estimate_transform("affine", src, dst).params[:2]
+        np.testing.assert_allclose(theta[k].numpy(), want, atol=1e-9)
+
+
+# --- lower resolutions: corner-aligned (pydeform) vs s*i (the original) -------------------
+
+
+def encoder_errors(theta, full, level):
+    """Median error, in feature pixels, of the low-resolution transform of each rule against
+    where the features actually sit. A 4x4, stride-2, padding-1 convolution's output i is
+    centred on input 2i + 1/2; after `level` of them (s = 2^level) feature i sits on
+    full-size pixel c(i) = s i + (s - 1)/2, so the exact feature-grid transform is
+    c^-1 o theta o c. Rules: pydeform's corner-aligned `at_resolution`, and the original's
+    x_full = s x_low (AffineTransformLayer divides the translation by s)."""
+    s = 2**level
+    small = (full[0] // s, full[1] // s)
+    ys, xs = np.mgrid[0 : small[0], 0 : small[1]]
+    points = np.stack([xs.ravel(), ys.ravel(), np.ones(xs.size)], 0).astype(np.float64)
+    offset = (s - 1) / 2
+    to_full = np.array([[s, 0, offset], [0, s, offset], [0, 0, 1.0]])
+    errors = {"corner-aligned": [], "original s*i": []}
+    masks = torch.ones(len(theta), *full, dtype=torch.float64)
+    corner, _ = at_resolution(torch.as_tensor(theta), masks, small)
+    for k, t in enumerate(theta):
+        full_t = np.vstack([t, [0, 0, 1]])
+        exact = (np.linalg.inv(to_full) @ full_t @ to_full)[:2] @ points
+        original = np.concatenate([t[:, :2], t[:, 2:] / s], 1) @ points
+        ours = corner[k].numpy() @ points
+        errors["corner-aligned"].append(np.linalg.norm(ours - exact, axis=0))
+        errors["original s*i"].append(np.linalg.norm(original - exact, axis=0))
+    return {rule: float(np.median(np.concatenate(e))) for rule, e in errors.items()}
+
+
+@pytest.mark.parametrize("full", [(128, 64), (256, 256)])
+def test_corner_aligned_rule_is_closer_to_the_encoder_geometry(full, standing, striding):
+    """Why pydeform keeps its corner-aligned rescaling (a deliberate deviation from the
+    original): at every skip level it is closer to where a stride-2 encoder's features sit."""
+    poses = random_poses([standing, striding], 16, full, seed=3)
+    theta = np.concatenate([parts(a, b, full)[0].numpy() for a, b in zip(poses[::2], poses[1::2])])
+    theta = theta[np.abs(theta - np.eye(2, 3)).max(axis=(1, 2)) > 0]  # parts that are present
+    for level in (1, 2, 3):
+        median = encoder_errors(theta, full, level)
+        assert median["corner-aligned"] < median["original s*i"], (level, median)
+    # The closed form of the point maps alone: for x_full = c(i), each rule's position of
+    # feature i in feature pixels.
+    for level in (1, 2, 3):
+        s, width = 2**level, full[1]
+        i = np.arange(width // s)
+        true = (s * i + (s - 1) / 2) / s
+        corner = i * (width - 1) / (width // s - 1) / s
+        assert np.median(np.abs(corner - true)) < np.median(np.abs(i - true)) == (s - 1) / (2 * s)

@@ -1,0 +1,52 @@
+"""Image reading for the datasets: every failure names the file.
+
+A truncated or corrupt image otherwise fails inside a DataLoader worker with PIL's bare
+"OSError: image file is truncated", and on a 30k-image set nobody can find the file.
+"""
+from __future__ import annotations
+
+from os import PathLike
+
+from PIL import Image
+
+__all__ = ["read_image", "image_size", "has_alpha"]
+
+# What PIL raises for unreadable data: OSError (truncated, unidentified), SyntaxError (some
+# broken headers), ValueError / struct errors (bad fields), DecompressionBombError.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+def _error(path: str | PathLike, exc: BaseException) -> OSError:
+    return OSError(f"{path}: cannot read the image ({type(exc).__name__}: {exc})")
+
+
+def read_image(path: str | PathLike) -> Image.Image:
+    """Open and fully decode the image at `path` (pixels in memory, file closed).
+
+    Raises FileNotFoundError for a missing file and OSError naming the file for one that
+    cannot be decoded (truncated, corrupt, not an image), the PIL error chained.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except _DECODE_ERRORS as exc:
+        raise _error(path, exc) from exc
+
+
+def image_size(path: str | PathLike) -> tuple[int, int]:
+    """(height, width) of the image at `path`, from its header; errors as `read_image`."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: image file not found") from None
+    except _DECODE_ERRORS as exc:
+        raise _error(path, exc) from exc
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether the image carries transparency: an alpha band or a transparency key."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
