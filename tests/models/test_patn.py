@@ -28,7 +28,7 @@ def published_counts(ngf: int, norm: str, blocks: int = 9, d_blocks: int = 3) ->
     instance norm no parameters and the convs a bias; the output conv always has one."""
     bias = norm == "instance"
     bn = (lambda c: 0) if bias else (lambda c: 2 * c)
-    encoder = lambda cin: (conv(7, cin, ngf, bias) + bn(ngf) + conv(3, ngf, 2 * ngf, bias) + bn(2 * ngf)  # noqa: E731
+    encoder = lambda cin: (conv(7, cin, ngf, bias) + bn(ngf) + conv(3, ngf, 2 * ngf, bias) + bn(2 * ngf)
                            + conv(3, 2 * ngf, 4 * ngf, bias) + bn(4 * ngf))  # fmt: skip
     d = 4 * ngf
     stream1 = 2 * (conv(3, d, d, bias) + bn(d))
@@ -96,7 +96,7 @@ def test_nested_block_is_a_residual_block_under_the_mask():
     torch.manual_seed(0)
     block = NestedAttentionBlock(8, "batch", dropout=False, first=True).eval()
     x1, x2 = torch.randn(2, 8, 6, 5), torch.randn(2, 8, 6, 5)
-    out1, out2, mask = block(x1, x2)
+    out1, out2, _ = block(x1, x2)
     body = block.img_conv[0].body
     assert isinstance(body[3], nn.LeakyReLU) and body[3].negative_slope == 0.01
     # R(x1) = x1 + body(x1), computed here layer by layer
@@ -117,7 +117,7 @@ def test_dropout_is_in_both_branches_and_optional():
 def test_norms_and_biases_per_preset():
     market = build_generator(PATNConfig(ngf=4))
     fashion = build_generator(PATNConfig(preset="fashion", ngf=4))
-    convs = lambda g: [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]  # noqa: E731
+    convs = lambda g: [m for m in g.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
     assert all(c.bias is None for c in convs(market)[:-1]) and convs(market)[-1].bias is not None
     assert all(c.bias is not None for c in convs(fashion))
     assert any(isinstance(m, nn.BatchNorm2d) for m in market.modules())
