@@ -320,3 +320,26 @@ def test_test_command_errors(data_root, tmp_path, capsys):
     assert main(["test", "patn", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "e"), "--data",
                  str(other)]) == 1  # fmt: skip
     assert "holds 32x16 images but the model expects 64x32" in capsys.readouterr().err
+
+
+def test_bare_checkout_trains_on_the_synthetic_set(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYDEFORM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    assert main(["train", "patn", "--size", "64x32", "--ngf", "4", "--ndf", "4", "--steps", "1", "--batch-size", "2",
+                 "--random-vgg", "--workers", "0", "--synth-identities", "3", "--no-progress", "--out", str(out)]) == 0
+    assert "--random-vgg: the perceptual" in capsys.readouterr().out
+    assert (tmp_path / "cache" / "synth-pose-64x32-seed0-n3" / "synth-pairs-train.csv").is_file()
+    assert main(["test", "patn", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "t"),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["data"].endswith("synth-pose-64x32-seed0-n3")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("block", ["patb", "nested"])
+def test_cuda_amp_steps(block, data_root, tmp_path):
+    out = tmp_path / block
+    assert main(argv(data_root, out, "--block", block, "--steps", "2", "--device", "cuda", "--amp")) == 0
+    log = read_log(out / "log.jsonl")
+    assert all(math.isfinite(r["g_total"]) for r in log)
+    assert main(["test", "patn", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "t"),
+                 "--device", "cuda", "--no-progress"]) == 0  # fmt: skip
