@@ -535,8 +535,8 @@ def evaluate(
             fake, masks = generator(*_generator_inputs(batch), return_attention=True)
             if count == 0:
                 first = {k: v[:4] for k, v in batch.items() if isinstance(v, Tensor)}
-                rows = [[first["source"][b], _pose_picture(first, tuple(fake.shape[-2:]))[b], fake[b], first["target"][b]]
-                        for b in range(first["source"].shape[0])]  # fmt: skip
+                pose = _pose_picture(first, tuple(fake.shape[-2:]))
+                rows = [[first["source"][b], pose[b], fake[b], first["target"][b]] for b in range(pose.shape[0])]
                 save_image_grid(rows, out / "samples.png")
             if len(figure_rows) < attention_pairs:
                 tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
