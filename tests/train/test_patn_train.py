@@ -343,3 +343,18 @@ def test_cuda_amp_steps(block, data_root, tmp_path):
     assert all(math.isfinite(r["g_total"]) for r in log)
     assert main(["test", "patn", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "t"),
                  "--device", "cuda", "--no-progress"]) == 0  # fmt: skip
+
+
+def test_deepfashion_256x256_files_need_the_published_crop(tmp_path):
+    from pydeform.train.patn import _open_pairs
+
+    write_pose_pairs(tmp_path, (256, 256), identities=3, seed=0, name="fasion", images_per_identity=2,
+                     max_pairs_per_identity=1, progress=False)  # fmt: skip
+    model = PATNConfig(preset="fashion", ngf=4, ndf=4)
+    assert model.image_size == (256, 176)
+    with pytest.raises(ValueError, match="--crop-columns 40,216 gives PATN's 256x176"):
+        _open_pairs(tmp_path, "fasion", "train", "gaussian", None, model)
+    pairs = _open_pairs(tmp_path, "fasion", "train", "uint8", (40, 216), model)
+    item = pairs[0]
+    assert item["source"].shape == (3, 256, 176) and item["target_pose"].shape == (18, 256, 176)
+    assert set(item["target_pose"].unique().tolist()) <= {0.0, 1.0}
