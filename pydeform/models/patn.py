@@ -274,7 +274,9 @@ class PATNGenerator(nn.Module):
         decoder += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]  # the last conv has a bias in both norms
         self.decoder = nn.Sequential(*decoder)
 
-    def forward(self, image: Tensor, pose: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
+    def forward(
+        self, image: Tensor, pose: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
         if pose.dim() != 4 or pose.shape[1] != 2 * NUM_JOINTS or pose.shape[0] != image.shape[0] \

@@ -262,7 +262,9 @@ def _open_pairs(root: Path, name: str, split: str, heatmaps: str, crop: tuple[in
     dataset = PATNPairs(root, name, split, heatmaps, crop)
     if dataset.image_size != model.image_size:
         h, w = dataset.image_size
-        hint = " (256x256 DeepFashion images: --crop-columns 40,216 gives PATN's 256x176)" if (h, w) == (256, 256) else ""
+        hint = ""
+        if (h, w) == (256, 256):
+            hint = " (256x256 DeepFashion images: --crop-columns 40,216 gives PATN's 256x176)"
         raise ValueError(f"{root} ({name}, {split}) holds {h}x{w} images but the model expects "
                          f"{model.image_size[0]}x{model.image_size[1]} (preset {model.preset!r}; set --size to "
                          f"match){hint}")  # fmt: skip
@@ -300,7 +302,8 @@ class PATNRecipe(Recipe):
 
     name = "patn"
     kind = CHECKPOINT_KIND
-    description = "PATN (Zhu et al., CVPR 2019) and nested residual attention (Zhong & Tan 2021): pose attention transfer"
+    description = ("PATN (Zhu et al., CVPR 2019) and nested residual attention (Zhong & Tan 2021): pose attention "
+                   "transfer")
     config_class = TrainConfig
     eval_config_class = TestConfig
 
@@ -320,7 +323,9 @@ class PATNRecipe(Recipe):
 
     def total_steps(self) -> int:
         config = self.config
-        return config.steps if config.steps is not None else (config.niter + config.niter_decay) * self.steps_per_epoch()
+        if config.steps is not None:
+            return config.steps
+        return (config.niter + config.niter_decay) * self.steps_per_epoch()
 
     def lr_at(self, step: int) -> float:
         config = self.config
@@ -348,7 +353,8 @@ class PATNRecipe(Recipe):
         if config.vgg_layers:
             self.vgg = VGG19Features(config.vgg19, config.vgg_layers, config.random_vgg).to(device)
         adam = lambda module: torch.optim.Adam(module.parameters(), lr=config.lr, betas=config.betas)
-        self.opt_g, self.opt_d_shape, self.opt_d_appearance = adam(self.generator), adam(self.d_shape), adam(self.d_appearance)
+        self.opt_g, self.opt_d_shape = adam(self.generator), adam(self.d_shape)
+        self.opt_d_appearance = adam(self.d_appearance)
         self.pool_shape, self.pool_appearance = ImagePool(config.pool_size), ImagePool(config.pool_size)
         if state is not None:
             for key, module in self._stateful().items():
