@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 from pydeform.losses.nn_loss import NNLoss
 
-__all__ = ["discriminator_loss", "generator_adversarial_loss", "DeformGANLoss"]
+__all__ = ["discriminator_loss", "generator_adversarial_loss", "gan_criterion", "GAN_CRITERIA", "DeformGANLoss"]
+
+GAN_CRITERIA = ("bce", "lsgan")
 
 
 def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
@@ -33,6 +35,20 @@ def generator_adversarial_loss(fake_logits: Tensor) -> Tensor:
     """Non-saturating generator loss -log D(fake), averaged over the logits (any shape)."""
     fake_logits = fake_logits.float()
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def gan_criterion(kind: str, prediction: Tensor, real: bool) -> Tensor:
+    """pix2pix's `GANLoss` (as PATN uses it): the mean over the elements of `prediction`
+    (any shape) of BCE against the label 1 (real) or 0 (fake) for "bce" (`--no_lsgan`; the
+    prediction is a logit: the sigmoid is applied here, numerically stable), or of the
+    squared difference to that label for "lsgan" (MSELoss). float32."""
+    if kind not in GAN_CRITERIA:
+        raise ValueError(f"kind must be one of {list(GAN_CRITERIA)}, got {kind!r}")
+    prediction = prediction.float()
+    label = torch.full_like(prediction, 1.0 if real else 0.0)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(prediction, label)
+    return F.mse_loss(prediction, label)
 
 
 class _ReferenceNNLoss(NNLoss):

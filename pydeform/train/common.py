@@ -35,6 +35,7 @@ __all__ = [
     "seed_step",
     "check_minimum",
     "FakeHistory",
+    "ImagePool",
     "DistInfo",
     "distributed",
     "barrier",
@@ -271,6 +272,58 @@ class FakeHistory:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.capacity, self.images, self.next = int(state["capacity"]), state["images"], int(state["next"])
+
+
+class ImagePool:
+    """pix2pix's image buffer (util/image_pool.py of pytorch-CycleGAN-and-pix2pix, which
+    PATN uses with 50 images for Market): the discriminator sees, for each new fake, with
+    probability 1/2 an earlier fake (which the new one replaces in the pool) and otherwise
+    the new fake itself. While the pool is not yet full every new fake is stored and
+    returned. Unlike `FakeHistory` (ST-GAN: always half old, half new) the mix is random
+    per image.
+
+    query(fakes (B, ...)) -> (B, ...), detached. Randomness: torch's global generator (the
+    engine reseeds it every step, so a resumed run draws the same; the original used
+    Python's `random`). capacity 0 returns the fakes unchanged.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise ValueError(f"capacity must be an int >= 0, got {capacity!r}")
+        self.capacity = capacity
+        self.images: Tensor | None = None  # (count, ...), count <= capacity
+
+    @property
+    def count(self) -> int:
+        return 0 if self.images is None else self.images.shape[0]
+
+    def query(self, fakes: Tensor) -> Tensor:
+        if not isinstance(fakes, Tensor) or fakes.dim() < 1 or fakes.shape[0] < 1:
+            raise ValueError(f"fakes must be a tensor (B, ...) with B >= 1, got {getattr(fakes, 'shape', fakes)!r}")
+        fakes = fakes.detach()
+        if self.capacity == 0:
+            return fakes
+        if self.images is not None and (self.images.shape[1:] != fakes.shape[1:] or self.images.device != fakes.device):
+            raise ValueError(f"fakes of shape {tuple(fakes.shape[1:])} do not match the stored {tuple(self.images.shape[1:])}")
+        out = []
+        for image in fakes:
+            if self.count < self.capacity:
+                image = image.clone()
+                self.images = image[None] if self.images is None else torch.cat([self.images, image[None]])
+                out.append(image)
+            elif bool(torch.rand(()) > 0.5):
+                slot = int(torch.randint(self.capacity, ()))
+                out.append(self.images[slot].clone())
+                self.images[slot] = image
+            else:
+                out.append(image)
+        return torch.stack(out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "images": self.images}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.capacity, self.images = int(state["capacity"]), state["images"]
 
 
 # ----------------------------------------------------------------------------- processes

@@ -21,9 +21,7 @@ Without a data folder both use a synthetic pose-pair set written once into the c
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-import math
 import os
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -41,18 +39,13 @@ from pydeform.losses.gan import DeformGANLoss, discriminator_loss
 from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig, build_discriminator, build_generator
 from pydeform.options import option
 from pydeform.pose import stickman
-from pydeform.train.common import (
-    DistInfo,
-    atomic_write,
-    cache_dir,
-    check_minimum,
-    render_pose,
-    save_image_grid,
-    to_device,
-    write_once,
-)
+from pydeform.train.common import DistInfo, atomic_write, check_minimum, render_pose, save_image_grid, to_device
 from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
+from pydeform.train.pose_transfer import SYNTH_NAME, format_metrics, synthetic_pose_pairs
+from pydeform.train.pose_transfer import image_name as _image_name
+from pydeform.train.pose_transfer import metric_sums as _metric_sums
+from pydeform.train.pose_transfer import to_uint8_values as _to_uint8_values
 
 __all__ = [
     "TrainConfig",
@@ -66,8 +59,6 @@ __all__ = [
 ]
 
 CHECKPOINT_KIND = "pydeform.deformgan"
-SYNTH_NAME = "synth"  # file prefix of the synthetic set
-SYNTH_SEED = 0  # the synthetic set does not change with the training seed
 NUM_SAMPLES = 4  # pairs shown in a sample grid
 RANDOM_VGG_NOTE = (
     "--random-vgg: the NN loss compares the conv1_2 features of a randomly initialised VGG19, "
@@ -134,20 +125,8 @@ class TestConfig(EvalConfig):
 def synthetic_data(
     size: tuple[int, int], identities: int = 100, progress: bool = True, info: DistInfo | None = None
 ) -> Path:
-    """The synthetic pose-pair set for images of `size`, written once into
-    cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}] (file prefix "synth"); see
-    `pydeform.train.engine.write_once`."""
-    height, width = size
-    suffix = "" if identities == 100 else f"-n{identities}"
-    root = cache_dir() / f"synth-pose-{height}x{width}-seed{SYNTH_SEED}{suffix}"
-
-    def write(tmp: Path) -> None:
-        from pydeform.data.synth_pose import write_pose_pairs
-
-        print(f"writing the synthetic pose-pair set to {root} (once)", flush=True)
-        write_pose_pairs(tmp, (height, width), identities, SYNTH_SEED, name=SYNTH_NAME, progress=progress)
-
-    return write_once(root, write, info)
+    """The synthetic pose-pair set (`pydeform.train.pose_transfer.synthetic_pose_pairs`)."""
+    return synthetic_pose_pairs(size, identities, progress, info)
 
 
 def open_pose_pairs(root: str | os.PathLike, name: str, split: str) -> Dataset:
@@ -193,36 +172,6 @@ def _sample_rows(generator: nn.Module, batch: dict[str, Tensor], autocast: Abstr
 
 
 # ----------------------------------------------------------------------------- testing
-
-
-def _to_uint8_values(images: Tensor, truncate: bool) -> Tensor:
-    """[-1, 1] -> float values in {0, ..., 255}. The authors' evaluation truncated the
-    generated images (255 (x + 1) / 2, cast to uint8); dataset images are already 8-bit
-    values, which rounding recovers exactly."""
-    values = (images.float().clamp(-1, 1) + 1) * 127.5
-    return (values.floor() if truncate else values.round()).clamp(0, 255)
-
-
-def _metric_sums(prediction: Tensor, target: Tensor, mask: Tensor) -> dict[str, float]:
-    """Sums over the batch of the Deformable GAN's test metrics (their `test.py`):
-    prediction, target (B, 3, H, W) 8-bit values as floats; mask (B, 1, H, W).
-    SSIM and mask-SSIM on [0, 255] with the prediction's range, L1 on [-1, 1], PSNR with
-    peak 255."""
-    metrics = importlib.import_module("pydeform.metrics")
-    values = {
-        "ssim": metrics.ssim(prediction, target),
-        "mask_ssim": metrics.mask_ssim(prediction, target, mask),
-        "l1": metrics.l1(prediction / 127.5 - 1, target / 127.5 - 1),
-        "psnr": metrics.psnr(prediction, target, 255.0),
-    }
-    return {name: float(value.double().sum()) for name, value in values.items()}
-
-
-def _image_name(batch: dict[str, Any], offset: int, index: int) -> str:
-    """<source>___<target>.png as the authors named generated images, else <index>.png."""
-    if "source_name" in batch and "target_name" in batch:
-        return f"{Path(batch['source_name'][offset]).stem}___{Path(batch['target_name'][offset]).stem}.png"
-    return f"{index:06d}.png"
 
 
 def evaluate(
@@ -301,18 +250,6 @@ def evaluate(
     }
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
-
-
-def format_metrics(result: dict[str, Any]) -> str:
-    """A small table of evaluate()'s metrics: generated vs copy-the-source."""
-    names = ("ssim", "mask_ssim", "l1", "psnr")
-    lines = [f"{'':12s}" + "".join(f"{n:>11s}" for n in names)]
-    for key in ("generated", "copy_source"):
-        values = result[key]
-        cells = (f"{values[n]:11.4f}" if math.isfinite(values[n]) else f"{values[n]:>11}" for n in names)
-        lines.append(f"{key:12s}" + "".join(cells))
-    lines.append(f"{result['pairs']} test pairs, checkpoint step {result['step']}")
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- the recipe

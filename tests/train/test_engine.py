@@ -38,6 +38,9 @@ def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
     if family == "deformgan":
         return ["train", "deformgan", "--data", str(data["pose"]), "--name", "market", "--size", "64x32", "--ngf", "4",
                 "--ndf", "4", "--steps", "6", "--batch-size", "5", "--random-vgg", *common]  # fmt: skip
+    if family == "patn":
+        return ["train", "patn", "--data", str(data["pose"]), "--name", "market", "--size", "64x32", "--ngf", "4",
+                "--ndf", "4", "--steps", "6", "--batch-size", "5", "--random-vgg", "--block", "nested", *common]  # fmt: skip
     return ["train", "stgan", "--data", str(data["placement"]), "--warps", "2", "--steps-per-stage", "2", "--d-steps",
             "2", "--g-widths", "4,8,8,8,8", "--d-widths", "4,8,8,8,8", "--fc", "16", "--batch-size", "4", "--lr-g",
             "1e-3", "--lr-d", "1e-3", "--history", "10", *common]  # fmt: skip

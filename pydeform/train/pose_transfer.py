@@ -1,0 +1,94 @@
+"""What the pose-transfer families (Deformable GAN, PATN, ...) share on top of the engine:
+the cached synthetic pose-pair set and the test protocol's image conversion and metrics.
+
+- `synthetic_pose_pairs(size, identities)`: the synthetic set (`pydeform.data.synth_pose`)
+  written once into cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}], file prefix "synth".
+- `to_uint8_values`, `metric_sums`, `image_name`, `format_metrics`: the Deformable GAN
+  authors' test protocol (their test.py), which PATN's scripts (tool/getMetrics_*.py) follow
+  for SSIM and mask-SSIM as well: generated images truncated to 8 bits, SSIM with a Gaussian
+  window on [0, 255], mask-SSIM with the target's body mask, L1 on [-1, 1], PSNR.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from pydeform.train.common import DistInfo, cache_dir, write_once
+
+__all__ = [
+    "SYNTH_NAME",
+    "SYNTH_SEED",
+    "synthetic_pose_pairs",
+    "to_uint8_values",
+    "metric_sums",
+    "image_name",
+    "format_metrics",
+    "METRIC_NAMES",
+]
+
+SYNTH_NAME = "synth"  # file prefix of the synthetic set
+SYNTH_SEED = 0  # the synthetic set does not change with the training seed
+METRIC_NAMES = ("ssim", "mask_ssim", "l1", "psnr")
+
+
+def synthetic_pose_pairs(
+    size: tuple[int, int], identities: int = 100, progress: bool = True, info: DistInfo | None = None
+) -> Path:
+    """The synthetic pose-pair set for images of `size`, written once into
+    cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}] (file prefix "synth"); see
+    `pydeform.train.common.write_once`."""
+    height, width = size
+    suffix = "" if identities == 100 else f"-n{identities}"
+    root = cache_dir() / f"synth-pose-{height}x{width}-seed{SYNTH_SEED}{suffix}"
+
+    def write(tmp: Path) -> None:
+        from pydeform.data.synth_pose import write_pose_pairs
+
+        print(f"writing the synthetic pose-pair set to {root} (once)", flush=True)
+        write_pose_pairs(tmp, (height, width), identities, SYNTH_SEED, name=SYNTH_NAME, progress=progress)
+
+    return write_once(root, write, info)
+
+
+def to_uint8_values(images: Tensor, truncate: bool) -> Tensor:
+    """[-1, 1] -> float values in {0, ..., 255}. The authors' evaluation truncated the
+    generated images (255 (x + 1) / 2, cast to uint8); dataset images are already 8-bit
+    values, which rounding recovers exactly."""
+    values = (images.float().clamp(-1, 1) + 1) * 127.5
+    return (values.floor() if truncate else values.round()).clamp(0, 255)
+
+
+def metric_sums(prediction: Tensor, target: Tensor, mask: Tensor) -> dict[str, float]:
+    """Sums over the batch of the test metrics: prediction, target (B, 3, H, W) 8-bit
+    values as floats; mask (B, 1, H, W). SSIM and mask-SSIM on [0, 255] with the
+    prediction's range, L1 on [-1, 1], PSNR with peak 255."""
+    metrics = importlib.import_module("pydeform.metrics")
+    values = {
+        "ssim": metrics.ssim(prediction, target),
+        "mask_ssim": metrics.mask_ssim(prediction, target, mask),
+        "l1": metrics.l1(prediction / 127.5 - 1, target / 127.5 - 1),
+        "psnr": metrics.psnr(prediction, target, 255.0),
+    }
+    return {name: float(value.double().sum()) for name, value in values.items()}
+
+
+def image_name(batch: dict[str, Any], offset: int, index: int) -> str:
+    """<source>___<target>.png as the authors named generated images, else <index>.png."""
+    if "source_name" in batch and "target_name" in batch:
+        return f"{Path(batch['source_name'][offset]).stem}___{Path(batch['target_name'][offset]).stem}.png"
+    return f"{index:06d}.png"
+
+
+def format_metrics(result: dict[str, Any]) -> str:
+    """A small table of an evaluation's metrics: generated vs copy-the-source."""
+    lines = [f"{'':12s}" + "".join(f"{n:>11s}" for n in METRIC_NAMES)]
+    for key in ("generated", "copy_source"):
+        values = result[key]
+        cells = (f"{values[n]:11.4f}" if math.isfinite(values[n]) else f"{values[n]:>11}" for n in METRIC_NAMES)
+        lines.append(f"{key:12s}" + "".join(cells))
+    lines.append(f"{result['pairs']} test pairs, checkpoint step {result['step']}")
+    return "\n".join(lines)
