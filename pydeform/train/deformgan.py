@@ -29,23 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from pydeform.errors import user_errors
 from pydeform.losses.gan import DeformGANLoss, discriminator_loss
 from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig, build_discriminator, build_generator
 from pydeform.options import option
 from pydeform.pose import stickman
-from pydeform.train.common import DistInfo, atomic_write, check_minimum, render_pose, save_image_grid, to_device
+from pydeform.train.common import DistInfo, atomic_write, check_minimum, render_pose
 from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
-from pydeform.train.pose_transfer import SYNTH_NAME, format_metrics, synthetic_pose_pairs
-from pydeform.train.pose_transfer import image_name as _image_name
-from pydeform.train.pose_transfer import metric_sums as _metric_sums
-from pydeform.train.pose_transfer import to_uint8_values as _to_uint8_values
+from pydeform.train.pose_transfer import SYNTH_NAME, format_metrics, synthetic_pose_pairs, test_pose_pairs
 
 __all__ = [
     "TrainConfig",
@@ -184,6 +179,7 @@ def evaluate(
     workers: int = 0,
     ops: str | None = None,
     progress: bool = True,
+    **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """Generate the test split with a trained generator and measure it.
 
@@ -193,8 +189,9 @@ def evaluate(
     Writes out/images/<source>___<target>.png (the generated 8-bit images that are scored),
     out/samples.png (the first pairs as source | target pose | generated | real) and
     out/metrics.json: {"generated": {ssim, mask_ssim, l1, psnr}, "copy_source": {...},
-    "pairs", "step", ...}, the means over the test pairs (see `_metric_sums`; mask-SSIM uses
-    the items' target_mask). Returns that dict.
+    "image_metrics", "pairs", "step", ...}: `pydeform.train.pose_transfer.test_pose_pairs`
+    (mask-SSIM uses the items' target_mask; FID/IS/LPIPS with `image_metric_files`).
+    Returns that dict.
     """
     state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "Deformable GAN")
     model_config = DeformGANConfig.from_dict(state["config"])
@@ -215,40 +212,13 @@ def evaluate(
     generator = build_generator(model_config).to(torch_device)
     generator.load_state_dict(state["generator"])
     generator.eval()
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
-    sums = {"generated": {}, "copy_source": {}}
-    count = 0
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="deformgan test", unit="batch", disable=not progress):
-            batch = to_device(batch, torch_device)
-            fake = generator(*_generator_inputs(batch))
-            if count == 0:
-                first = {k: v[:NUM_SAMPLES] for k, v in batch.items() if isinstance(v, Tensor)}
-                save_image_grid(_sample_rows(generator, first, nullcontext()), out / "samples.png")
-            generated = _to_uint8_values(fake, truncate=True)
-            pixels = generated.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            for offset, image in enumerate(pixels):
-                Image.fromarray(image).save(out / "images" / _image_name(batch, offset, count + offset))
-            target, mask = _to_uint8_values(batch["target"], truncate=False), batch["target_mask"].float()
-            source = _to_uint8_values(batch["source"], truncate=False)
-            for key, prediction in (("generated", generated), ("copy_source", source)):
-                for metric, value in _metric_sums(prediction, target, mask).items():
-                    sums[key][metric] = sums[key].get(metric, 0.0) + value
-            count += fake.shape[0]
-    if count == 0:
-        raise ValueError(f"the test split of {root} ({name}) is empty")
-    result = {
-        "generated": {k: v / count for k, v in sums["generated"].items()},
-        "copy_source": {k: v / count for k, v in sums["copy_source"].items()},
-        "pairs": count,
-        "step": int(state["step"]),
-        "checkpoint": str(checkpoint),
-        "data": str(root),
-        "config": model_config.to_dict(),
-    }
-    atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
+    result = test_pose_pairs(
+        test_set, Path(out), lambda batch: generator(*_generator_inputs(batch)),
+        lambda batch, fake: _sample_rows(generator, batch, nullcontext()), desc="deformgan test", device=device,
+        batch_size=batch_size, workers=workers, progress=progress, **image_metric_files,
+    )  # fmt: skip
+    result.update(step=int(state["step"]), checkpoint=str(checkpoint), data=str(root), config=model_config.to_dict())
+    atomic_write(Path(out) / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
 
 

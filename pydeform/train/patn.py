@@ -33,10 +33,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from pydeform.errors import user_errors
 from pydeform.losses.gan import GAN_CRITERIA, gan_criterion
@@ -45,17 +43,10 @@ from pydeform.models.patn import PRESETS, PATNConfig, build_discriminators, buil
 from pydeform.nets.vgg import LAYERS, VGG19Features
 from pydeform.options import option
 from pydeform.pose import stickman
-from pydeform.train.common import ImagePool, atomic_write, check_minimum, render_pose, save_image_grid, to_device
+from pydeform.train.common import ImagePool, atomic_write, check_minimum, render_pose, save_image_grid
 from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
-from pydeform.train.pose_transfer import (
-    SYNTH_NAME,
-    format_metrics,
-    image_name,
-    metric_sums,
-    synthetic_pose_pairs,
-    to_uint8_values,
-)
+from pydeform.train.pose_transfer import SYNTH_NAME, format_metrics, synthetic_pose_pairs, test_pose_pairs
 
 __all__ = ["TrainConfig", "TestConfig", "PATNRecipe", "PATNPairs", "lr_factor", "train", "evaluate", "summary"]
 
@@ -500,6 +491,7 @@ def evaluate(
     workers: int = 0,
     attention_pairs: int = 4,
     progress: bool = True,
+    **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """Generate the test split with a trained generator (eval mode) and measure it.
 
@@ -528,39 +520,26 @@ def evaluate(
     generator = build_generator(model_config).to(torch_device)
     generator.load_state_dict(state["generator"])
     generator.eval()
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
-    sums: dict[str, dict[str, float]] = {"generated": {}, "copy_source": {}}
     attention = [[0.0, 0.0, 0.0, 0.0] for _ in range(model_config.n_blocks)]
     figure_rows: list[list[Tensor]] = []
-    count = 0
-    with torch.no_grad():
-        for batch in tqdm(loader, desc="patn test", unit="batch", disable=not progress):
-            batch = to_device(batch, torch_device)
-            fake, masks = generator(*_generator_inputs(batch), return_attention=True)
-            if count == 0:
-                first = {k: v[:4] for k, v in batch.items() if isinstance(v, Tensor)}
-                pose = _pose_picture(first, tuple(fake.shape[-2:]))
-                rows = [[first["source"][b], pose[b], fake[b], first["target"][b]] for b in range(pose.shape[0])]
-                save_image_grid(rows, out / "samples.png")
-            if len(figure_rows) < attention_pairs:
-                tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
-                figure_rows += _attention_rows(tensors, fake, masks)[: attention_pairs - len(figure_rows)]
-            for block, values in enumerate(attention_sums(masks, batch["target_mask"])):
-                attention[block] = [a + v for a, v in zip(attention[block], values)]
-            generated = to_uint8_values(fake, truncate=True)
-            pixels = generated.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            for offset, image in enumerate(pixels):
-                Image.fromarray(image).save(out / "images" / image_name(batch, offset, count + offset))
-            target, mask = to_uint8_values(batch["target"], truncate=False), batch["target_mask"].float()
-            source = to_uint8_values(batch["source"], truncate=False)
-            for key, prediction in (("generated", generated), ("copy_source", source)):
-                for metric, value in metric_sums(prediction, target, mask).items():
-                    sums[key][metric] = sums[key].get(metric, 0.0) + value
-            count += fake.shape[0]
-    if count == 0:
-        raise ValueError(f"the test split of {root} ({name}) is empty")
+
+    def generate(batch: dict[str, Any]) -> Tensor:
+        fake, masks = generator(*_generator_inputs(batch), return_attention=True)
+        if len(figure_rows) < attention_pairs:
+            tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
+            figure_rows.extend(_attention_rows(tensors, fake, masks)[: attention_pairs - len(figure_rows)])
+        for block, values in enumerate(attention_sums(masks, batch["target_mask"])):
+            attention[block] = [a + v for a, v in zip(attention[block], values)]
+        return fake
+
+    def sample_rows(first: dict[str, Tensor], fake: Tensor) -> list[list[Tensor]]:
+        pose = _pose_picture(first, tuple(fake.shape[-2:]))
+        return [[first["source"][b], pose[b], fake[b], first["target"][b]] for b in range(pose.shape[0])]
+
+    out = Path(out)
+    result = test_pose_pairs(test_set, out, generate, sample_rows, desc="patn test", device=device,
+                             batch_size=batch_size, workers=workers, progress=progress,
+                             **image_metric_files)  # fmt: skip
     save_image_grid(figure_rows, out / "attention.png")
 
     def ratio(s_in: float, n_in: float, s_out: float, n_out: float) -> dict[str, float | None]:
@@ -570,16 +549,8 @@ def evaluate(
                 "ratio": inside / outside if inside is not None and outside else None}  # fmt: skip
 
     blocks = [ratio(*values) for values in attention]
-    result = {
-        "generated": {k: v / count for k, v in sums["generated"].items()},
-        "copy_source": {k: v / count for k, v in sums["copy_source"].items()},
-        "attention": {**blocks[-1], "blocks": blocks},
-        "pairs": count,
-        "step": int(state["step"]),
-        "checkpoint": str(checkpoint),
-        "data": str(root),
-        "config": model_config.to_dict(),
-    }
+    result.update(attention={**blocks[-1], "blocks": blocks}, step=int(state["step"]), checkpoint=str(checkpoint),
+                  data=str(root), config=model_config.to_dict())  # fmt: skip
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
 

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from PIL import Image
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from pydeform.train.common import DistInfo, cache_dir, write_once
+from pydeform.errors import user_errors
+from pydeform.train.common import DistInfo, cache_dir, save_image_grid, to_device, write_once
+from pydeform.train.engine import ImageMetrics, format_image_metrics
 
 __all__ = [
+    "test_pose_pairs",
     "SYNTH_NAME",
     "SYNTH_SEED",
     "synthetic_pose_pairs",
@@ -83,12 +91,72 @@ def image_name(batch: dict[str, Any], offset: int, index: int) -> str:
     return f"{index:06d}.png"
 
 
+def test_pose_pairs(
+    test_set: Dataset,
+    out: Path,
+    generate: Callable[[dict[str, Any]], Tensor],
+    sample_rows: Callable[[dict[str, Tensor], Tensor], list[list[Tensor]]],
+    *,
+    desc: str,
+    device: str = "cpu",
+    batch_size: int = 8,
+    workers: int = 0,
+    progress: bool = True,
+    **image_metric_files: str | None,
+) -> dict[str, Any]:
+    """The test protocol of every pose-transfer family: the test pairs in order, through
+    generate(batch) -> (B, 3, H, W) in [-1, 1] (no grad; a family measures what else it
+    wants inside it). Writes out/images/<source>___<target>.png (truncated to 8 bits: the
+    images that are scored) and out/samples.png (sample_rows of the first batch, at most 4
+    pairs). Returns {"generated", "copy_source"} (means of `metric_sums` over the pairs),
+    "image_metrics" (FID/IS/LPIPS against the targets when weight files are named, else
+    what was skipped and why, see `pydeform.train.engine.ImageMetrics`) and "pairs"."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
+    sums: dict[str, dict[str, float]] = {"generated": {}, "copy_source": {}}
+    image_metrics = ImageMetrics(device, progress, **image_metric_files)
+    count, batches = 0, iter(tqdm(loader, desc=desc, unit="batch", disable=not progress))
+    with torch.no_grad():
+        while True:
+            with user_errors():  # an image the loader cannot read is the data's fault
+                batch = next(batches, None)
+            if batch is None:
+                break
+            batch = to_device(batch, torch.device(device))
+            fake = generate(batch)
+            if count == 0:
+                first = {k: v[:4] for k, v in batch.items() if isinstance(v, Tensor)}
+                save_image_grid(sample_rows(first, fake[:4]), out / "samples.png")
+            generated = to_uint8_values(fake, truncate=True)
+            pixels = generated.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            for offset, image in enumerate(pixels):
+                Image.fromarray(image).save(out / "images" / image_name(batch, offset, count + offset))
+            target, mask = to_uint8_values(batch["target"], truncate=False), batch["target_mask"].float()
+            source = to_uint8_values(batch["source"], truncate=False)
+            image_metrics.add(generated.to(torch.uint8), target.to(torch.uint8))
+            for key, prediction in (("generated", generated), ("copy_source", source)):
+                for metric, value in metric_sums(prediction, target, mask).items():
+                    sums[key][metric] = sums[key].get(metric, 0.0) + value
+            count += fake.shape[0]
+    if count == 0:
+        raise ValueError("the test split is empty")
+    return {
+        "generated": {k: v / count for k, v in sums["generated"].items()},
+        "copy_source": {k: v / count for k, v in sums["copy_source"].items()},
+        "image_metrics": image_metrics.result(),
+        "pairs": count,
+    }
+
+
 def format_metrics(result: dict[str, Any]) -> str:
-    """A small table of an evaluation's metrics: generated vs copy-the-source."""
+    """A small table of an evaluation's metrics: generated vs copy-the-source, then FID/IS/LPIPS
+    or what was skipped."""
     lines = [f"{'':12s}" + "".join(f"{n:>11s}" for n in METRIC_NAMES)]
     for key in ("generated", "copy_source"):
         values = result[key]
         cells = (f"{values[n]:11.4f}" if math.isfinite(values[n]) else f"{values[n]:>11}" for n in METRIC_NAMES)
         lines.append(f"{key:12s}" + "".join(cells))
+    if "image_metrics" in result:
+        lines.append(format_image_metrics(result["image_metrics"]))
     lines.append(f"{result['pairs']} test pairs, checkpoint step {result['step']}")
     return "\n".join(lines)
