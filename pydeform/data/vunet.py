@@ -33,8 +33,8 @@ from pydeform.pose.keypoints import JOINT, NUM_JOINTS, read_annotations
 from pydeform.pose.render import vunet_stickman
 from pydeform.pose.vunet_parts import part_homographies
 
-__all__ = ["load_index", "UnsafePickleError", "IndexImages", "PoseImages", "PoseTransfers", "INDEX_JOINT_NAMES",
-           "REQUIRED_JOINTS"]  # fmt: skip
+__all__ = ["load_index", "UnsafePickleError", "IndexImages", "PoseImages", "PoseTransfers", "ImagePairs",
+           "INDEX_JOINT_NAMES", "REQUIRED_JOINTS"]  # fmt: skip
 
 # index.p joint names -> COCO-18 names (names not listed are ignored).
 INDEX_JOINT_NAMES = {
@@ -209,7 +209,9 @@ class PoseTransfers(Dataset):
 
     Item: source, target (3, S, S); source_stickman, target_stickman (3, S, S);
     homographies (8, 3, 3), valid (8,) of the SOURCE; source_kp, target_kp (18, 2);
-    target_mask (1, S, S); source_name, target_name."""
+    target_mask (1, S, S); target_native (3, H, W) the target at the files' size and
+    target_mask_native (1, H, W) its body mask (so that metrics compare with the other
+    families at the dataset's own size); source_name, target_name."""
 
     def __init__(self, root: str | PathLike, name: str, split: str, size: int, box_factor: int) -> None:
         from pydeform.data.pose_pairs import PosePairs
@@ -236,5 +238,28 @@ class PoseTransfers(Dataset):
             "target_stickman": tgt["stickman"], "homographies": src["homographies"], "valid": src["valid"],
             "source_kp": src["keypoints"], "target_kp": tgt["keypoints"],
             "target_mask": body_mask(target_kp, (self.size, self.size)).unsqueeze(0),
+            "target_native": self.pairs._image(target_name),
+            "target_mask_native": body_mask(self.pairs._keypoints(target_name), self.native).unsqueeze(0),
             "source_name": source_name, "target_name": target_name,
+        }  # fmt: skip
+
+
+class ImagePairs(Dataset):
+    """Pairs (image i, image i + offset mod n) of an images dataset (`IndexImages`,
+    `PoseImages`), with the keys of `PoseTransfers` but no masks or native images: for
+    sample grids and transfers on data that has no pair list (index.p)."""
+
+    def __init__(self, images: Dataset, offset: int = 1) -> None:
+        self.images, self.offset = images, int(offset)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        source, target = self.images[i], self.images[(i + self.offset) % len(self.images)]
+        return {
+            "source": source["image"], "target": target["image"], "source_stickman": source["stickman"],
+            "target_stickman": target["stickman"], "homographies": source["homographies"], "valid": source["valid"],
+            "source_kp": source["keypoints"], "target_kp": target["keypoints"], "source_name": source["name"],
+            "target_name": target["name"],
         }  # fmt: skip
