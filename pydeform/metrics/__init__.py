@@ -5,6 +5,8 @@
 - `mask_ssim(generated, reference, mask)`: SSIM of both images times a body mask.
 - `body_mask(target_keypoints, size)`: the mask of the original mask-SSIM.
 - `l1`, `psnr`: per-image mean absolute difference and peak signal-to-noise ratio.
+- `pckh`, `keypoint_error`: pose metrics of detected keypoints against the target pose
+  (`pydeform.metrics.keypoints`; the detector itself is not part of pydeform yet).
 
 The Deformable GAN evaluation (Siarohin et al., CVPR 2018; `test.py` of their code) scored
 each generated image against its target with skimage's
@@ -23,5 +25,6 @@ to [-1, 1] (`l1`). To reproduce their numbers, convert generated images to uint8
 did, (255 (x + 1) / 2) truncated, and pass [0, 255] values to `ssim` and `mask_ssim`.
 """
 from pydeform.metrics.image import BODY_MASK_LIMBS, body_mask, l1, mask_ssim, psnr, ssim
+from pydeform.metrics.keypoints import keypoint_error, pckh
 
-__all__ = ["BODY_MASK_LIMBS", "body_mask", "l1", "mask_ssim", "psnr", "ssim"]
+__all__ = ["BODY_MASK_LIMBS", "body_mask", "keypoint_error", "l1", "mask_ssim", "pckh", "psnr", "ssim"]
