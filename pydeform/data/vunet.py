@@ -210,7 +210,7 @@ class PoseTransfers(Dataset):
     Item: source, target (3, S, S); source_stickman, target_stickman (3, S, S);
     homographies (8, 3, 3), valid (8,) of the SOURCE; source_kp, target_kp (18, 2);
     target_mask (1, S, S); target_native (3, H, W) the target at the files' size and
-    target_mask_native (1, H, W) its body mask (so that metrics compare with the other
+    target_mask_native (1, H, W) its body mask, target_kp_native (18, 2) its keypoints (so that metrics compare with the other
     families at the dataset's own size); source_name, target_name."""
 
     def __init__(self, root: str | PathLike, name: str, split: str, size: int, box_factor: int) -> None:
@@ -240,6 +240,7 @@ class PoseTransfers(Dataset):
             "target_mask": body_mask(target_kp, (self.size, self.size)).unsqueeze(0),
             "target_native": self.pairs._image(target_name),
             "target_mask_native": body_mask(self.pairs._keypoints(target_name), self.native).unsqueeze(0),
+            "target_kp_native": self.pairs._keypoints(target_name).to_tensor(),
             "source_name": source_name, "target_name": target_name,
         }  # fmt: skip
 

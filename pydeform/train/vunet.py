@@ -157,6 +157,9 @@ class TestConfig(EvalConfig):
     index: str | None = option(None, "the index.p to read (default: as in training)", metavar="PATH")
     name: str | None = option(None, "file prefix of the pose-pair set (default: as in training)")
     seed: int = option(0, "seed of the prior samples")
+    detector: str | None = option(None, "keypoint detector checkpoint (python -m pydeform.metrics.detector): adds "
+                                  "PCKh@0.5 and the mean keypoint error of the generated images against the target "
+                                  "pose (transfer, sample)", metavar="PATH")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- data
@@ -303,6 +306,9 @@ class VUNetRecipe(Recipe):
         for key in ("generated", "copy_source"):
             if key in result:
                 lines.append(f"{key:12s}" + "".join(f" {k}={v:.4f}" for k, v in result[key].items()))
+        if "pose" in result:
+            lines.append(f"pose: PCKh@0.5 {result['pose']['pckh']:.4f}, mean keypoint error "
+                         f"{result['pose']['keypoint_error']:.2f} px ({result['pose']['joints']} target joints)")
         if "sample_std" in result:
             lines.append(f"mean per-pixel std across {NUM_PRIOR_SAMPLES} prior samples: {result['sample_std']:.4f}")
         return "\n".join(lines)
@@ -333,16 +339,39 @@ def _metric_sums(prediction: Tensor, target: Tensor, mask: Tensor | None) -> dic
     return {k: float(v.double().sum()) for k, v in values.items()}
 
 
+def _pose_scores(detector_model: Any, images: Tensor, batch: dict[str, Any], sums: list) -> None:
+    """Add the PCKh and keypoint-error counts of `images` (square, [-1, 1]) against the
+    batch's target pose, at the dataset's own size, to `sums`."""
+    from pydeform.metrics.detector import detect
+    from pydeform.metrics.keypoints import keypoint_error, pckh
+
+    target = batch.get("target_kp_native", batch["target_kp"])
+    size = batch["target_native"].shape[-2:] if "target_native" in batch else images.shape[-2:]
+    if tuple(images.shape[-2:]) != tuple(size):
+        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    detected = detect(detector_model, images.clamp(-1, 1)).cpu().numpy()
+    correct, counted = pckh(detected, target.cpu().numpy())
+    total, joints = keypoint_error(detected, target.cpu().numpy())
+    sums[0] += correct
+    sums[1] += counted
+    sums[2] += total
+    sums[3] += joints
+
+
 def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None,
              index: str | None = None, name: str | None = None, mode: str = "transfer", seed: int = 0,
-             device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+             device: str = "cpu", batch_size: int = 8, workers: int = 0, progress: bool = True,
+             detector: str | None = None) -> dict[str, Any]:
     """Generate the test split (see TestConfig) and measure it.
 
     transfer: SSIM, mask-SSIM, L1, PSNR against the target, at the dataset's own image size
     (the square output resized back bilinearly, as the other families are scored), and the
     copy-the-source baseline; reconstruct: the same against the source itself (no mask);
     sample: 4 prior samples per target pose and their mean per-pixel standard deviation
-    (in [-1, 1] units). Writes out/images/*.png, out/samples.png, out/metrics.json.
+    (in [-1, 1] units). With a `detector` checkpoint, transfer and sample also report
+    "pose": PCKh@0.5 and the mean keypoint error (pixels) of the keypoints detected in the
+    generated images (at the dataset's own size; every prior sample counts) against the
+    target pose. Writes out/images/*.png, out/samples.png, out/metrics.json.
     """
     if mode not in ("transfer", "reconstruct", "sample"):
         raise ValueError(f"mode must be transfer, reconstruct or sample, got {mode!r}")
@@ -355,6 +384,13 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
             index, data = trained.get("index"), trained.get("data")
         _, pairs = _datasets(config, data, index, name or trained.get("name"), trained.get("synth_identities", 100),
                              progress, None, train=False)  # fmt: skip
+    keypoint_model = None
+    if detector is not None and mode != "reconstruct":
+        from pydeform.metrics.detector import load_detector
+
+        with user_errors():
+            keypoint_model = load_detector(detector, torch_device)
+    pose_sums = [0, 0, 0.0, 0]  # PCKh correct, counted; keypoint error sum, joints
     model = VUNet(config).to(torch_device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -376,6 +412,9 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
                 samples = torch.stack([model.sample(batch["target_stickman"]) for _ in range(NUM_PRIOR_SAMPLES)])
                 std_sum += float(samples.clamp(-1, 1).std(dim=0, unbiased=False).mean(dim=(1, 2, 3)).sum())
                 outputs = samples[0]
+                if keypoint_model is not None:
+                    for sample in samples:
+                        _pose_scores(keypoint_model, sample, batch, pose_sums)
             else:
                 pose = batch["source_stickman"] if mode == "reconstruct" else batch["target_stickman"]
                 outputs = model.transfer(_crops(model, batch), pose)
@@ -390,6 +429,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
                     if source.shape[-2:] != reference.shape[-2:]:
                         source = F.interpolate(source, size=reference.shape[-2:], mode="bilinear", align_corners=False)
                     predictions["copy_source"] = source
+                if keypoint_model is not None and mode == "transfer":
+                    _pose_scores(keypoint_model, outputs, batch, pose_sums)
                 target = _uint8_values(reference, truncate=False)
                 for key, prediction in predictions.items():
                     for metric, value in _metric_sums(_uint8_values(prediction, key == "generated"), target,
@@ -409,5 +450,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
             result[key] = {k: v / count for k, v in sums[key].items()}
     if mode == "sample":
         result["sample_std"] = std_sum / count
+    if keypoint_model is not None:
+        result["pose"] = {"pckh": pose_sums[0] / max(pose_sums[1], 1), "keypoint_error": pose_sums[2] / max(pose_sums[3], 1),
+                          "joints": pose_sums[1], "detector": str(detector)}  # fmt: skip
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result

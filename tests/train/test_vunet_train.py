@@ -154,16 +154,23 @@ def test_cli_trains_on_index_then_tests_every_mode(tmp_path, capsys):
 
     grid = np.asarray(Image.open(sorted((run / "samples").glob("*.png"))[-1]))
     assert grid.shape == (2 + 2 * 34, 2 + 7 * 34, 3)  # 2 test pairs: source | pose | transfer | 4 samples
+    from pydeform.metrics.detector import train_detector
+
+    train_detector(tmp_path / "src", "s", tmp_path / "det.pt", steps=1, batch_size=2, width=8, progress=False)
     for mode in ("transfer", "reconstruct", "sample"):
         out = tmp_path / mode
         assert main(["test", "vunet", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(out), "--mode", mode,
-                     "--no-progress"]) == 0  # fmt: skip
+                     "--no-progress", "--detector", str(tmp_path / "det.pt")]) == 0  # fmt: skip
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["mode"] == mode and metrics["images"] == 2 and len(list((out / "images").glob("*.png"))) == 2
         assert (out / "samples.png").is_file()
     assert set(json.loads((tmp_path / "transfer" / "metrics.json").read_text())["generated"]) == {"ssim", "l1", "psnr"}
     assert "copy_source" not in json.loads((tmp_path / "reconstruct" / "metrics.json").read_text())
-    assert json.loads((tmp_path / "sample" / "metrics.json").read_text())["sample_std"] > 0
+    sample = json.loads((tmp_path / "sample" / "metrics.json").read_text())
+    assert sample["sample_std"] > 0 and 0 <= sample["pose"]["pckh"] <= 1
+    transfer = json.loads((tmp_path / "transfer" / "metrics.json").read_text())
+    assert sample["pose"]["joints"] == 4 * transfer["pose"]["joints"] > 0  # every prior sample is scored
+    assert "pose" not in json.loads((tmp_path / "reconstruct" / "metrics.json").read_text())
 
 
 def test_cli_errors(tmp_path, capsys):
