@@ -33,8 +33,16 @@ from pydeform.pose.keypoints import JOINT, NUM_JOINTS, read_annotations
 from pydeform.pose.render import vunet_stickman
 from pydeform.pose.vunet_parts import part_homographies
 
-__all__ = ["load_index", "UnsafePickleError", "IndexImages", "PoseImages", "PoseTransfers", "ImagePairs",
-           "INDEX_JOINT_NAMES", "REQUIRED_JOINTS"]  # fmt: skip
+__all__ = [
+    "INDEX_JOINT_NAMES",
+    "REQUIRED_JOINTS",
+    "ImagePairs",
+    "IndexImages",
+    "PoseImages",
+    "PoseTransfers",
+    "UnsafePickleError",
+    "load_index",
+]  # fmt: skip
 
 # index.p joint names -> COCO-18 names (names not listed are ignored).
 INDEX_JOINT_NAMES = {

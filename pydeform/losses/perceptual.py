@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pydeform.nets.vgg import VGG19Features
 
-__all__ = ["VUNetPerceptualLoss", "VUNET_LAYERS", "gram"]
+__all__ = ["VUNET_LAYERS", "VUNetPerceptualLoss", "gram"]
 
 VUNET_LAYERS = ("input", "relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 

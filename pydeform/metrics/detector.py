@@ -31,8 +31,15 @@ from torch.utils.data import DataLoader, Dataset
 from pydeform.metrics.keypoints import keypoint_error, pckh
 from pydeform.pose.keypoints import NUM_JOINTS, read_annotations
 
-__all__ = ["KeypointDetector", "KeypointImages", "detect", "train_detector", "load_detector", "score_detector",
-           "KIND"]  # fmt: skip
+__all__ = [
+    "KIND",
+    "KeypointDetector",
+    "KeypointImages",
+    "detect",
+    "load_detector",
+    "score_detector",
+    "train_detector",
+]  # fmt: skip
 
 KIND = "pydeform.keypoint_detector"
 

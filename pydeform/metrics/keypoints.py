@@ -13,7 +13,7 @@ import numpy as np
 
 from pydeform.pose.keypoints import JOINT
 
-__all__ = ["pckh", "keypoint_error", "HEAD_JOINTS"]
+__all__ = ["HEAD_JOINTS", "keypoint_error", "pckh"]
 
 HEAD_JOINTS = tuple(JOINT[n] for n in ("nose", "neck", "Leye", "Reye", "Lear", "Rear"))
 

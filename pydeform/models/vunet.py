@@ -41,18 +41,18 @@ from torch import Tensor, nn
 from pydeform.options import option
 
 __all__ = [
-    "VUNetConfig",
+    "NUM_PARTS",
     "PRESETS",
-    "WNConv2d",
     "ResidualBlock",
     "VUNet",
-    "space_to_depth",
-    "depth_to_space",
-    "split_groups",
-    "merge_groups",
-    "latent_kl",
+    "VUNetConfig",
+    "WNConv2d",
     "data_dependent_init",
-    "NUM_PARTS",
+    "depth_to_space",
+    "latent_kl",
+    "merge_groups",
+    "space_to_depth",
+    "split_groups",
 ]
 
 NUM_PARTS = 8  # part crops, 3 channels each (pydeform.pose.vunet_parts)
@@ -124,7 +124,7 @@ class VUNetConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "VUNetConfig":
+    def from_dict(cls, values: dict[str, Any]) -> VUNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from pydeform.pose.keypoints import JOINT
 
-__all__ = ["VUNET_PARTS", "part_quads", "part_homographies", "part_crops", "quad_to_box"]
+__all__ = ["VUNET_PARTS", "part_crops", "part_homographies", "part_quads", "quad_to_box"]
 
 VUNET_PARTS: tuple[tuple[str, ...], ...] = (
     ("Lsho", "Lhip", "Rhip", "Rsho"),

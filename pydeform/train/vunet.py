@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,12 +43,35 @@ from pydeform.losses.perceptual import VUNetPerceptualLoss
 from pydeform.models.vunet import PRESETS, VUNet, VUNetConfig, data_dependent_init
 from pydeform.options import option
 from pydeform.pose.vunet_parts import part_crops
-from pydeform.train.common import DistInfo, atomic_write, cache_dir, check_minimum, save_image_grid, to_device, write_once
-from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.common import (
+    DistInfo,
+    atomic_write,
+    cache_dir,
+    check_minimum,
+    save_image_grid,
+    to_device,
+    write_once,
+)
+from pydeform.train.engine import (
+    Data,
+    EvalConfig,
+    Recipe,
+    Run,
+    RunConfig,
+    open_checkpoint,
+)
 from pydeform.train.engine import train as run_training
 
-__all__ = ["TrainConfig", "TestConfig", "VUNetRecipe", "train", "evaluate", "learning_rate", "kl_weight",
-           "RANDOM_VGG_NOTE"]  # fmt: skip
+__all__ = [
+    "RANDOM_VGG_NOTE",
+    "TestConfig",
+    "TrainConfig",
+    "VUNetRecipe",
+    "evaluate",
+    "kl_weight",
+    "learning_rate",
+    "train",
+]  # fmt: skip
 
 CHECKPOINT_KIND = "pydeform.vunet"
 SYNTH_NAME, SYNTH_SEED, SYNTH_SIZE = "synth", 0, (128, 64)  # the pose-pair set every family reads

@@ -8,9 +8,20 @@ import pytest
 import torch
 from PIL import Image
 
-from pydeform.data.vunet import IndexImages, PoseImages, PoseTransfers, UnsafePickleError, load_index
+from pydeform.data.vunet import (
+    IndexImages,
+    PoseImages,
+    PoseTransfers,
+    UnsafePickleError,
+    load_index,
+)
 from pydeform.pose import JOINT, vunet_stickman, vunet_thickness
-from pydeform.pose.vunet_parts import VUNET_PARTS, part_crops, part_homographies, part_quads
+from pydeform.pose.vunet_parts import (
+    VUNET_PARTS,
+    part_crops,
+    part_homographies,
+    part_quads,
+)
 
 
 def pose(**overrides) -> np.ndarray:
@@ -64,7 +75,7 @@ def _opencv_stickman(cv2, xy: np.ndarray, size: int) -> np.ndarray:
     """batches.py make_joint_img, with OpenCV, on COCO-18 keypoints."""
     thickness = int(3 * size / 128)
     imgs = [np.zeros((size, size), np.uint8) for _ in range(3)]
-    point = lambda p: tuple(int(v) for v in np.int_(p))  # noqa: E731
+    point = lambda p: tuple(int(v) for v in np.int_(p))
     body = np.array([[xy[JOINT[n]] for n in ("Lhip", "Lsho", "Rsho", "Rhip")]])
     if body.min() >= 0:
         cv2.fillPoly(imgs[2], np.int_(body), 255)

@@ -11,7 +11,6 @@ from pydeform.losses.perceptual import VUNetPerceptualLoss, gram
 from pydeform.nets.vgg import CAFFE_MEAN_BGR, VGG19Features
 from pydeform.train.vunet import TrainConfig, kl_weight, learning_rate
 
-
 # ----------------------------------------------------------------------------- schedules
 
 
