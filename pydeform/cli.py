@@ -1,6 +1,6 @@
 """The `pydeform` command.
 
-    pydeform train MODEL --out RUN [--config RUN/config.json] [flags]    (MODEL: deformgan, stgan, patn)
+    pydeform train MODEL --out RUN [--config RUN/config.json] [flags]    (MODEL: pydeform train --help)
     pydeform test MODEL --checkpoint RUN/checkpoint.pt --out DIR [flags]
     pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
     pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
@@ -43,6 +43,7 @@ FAMILIES = {
     "deformgan": "pydeform.train.deformgan:DeformGANRecipe",
     "stgan": "pydeform.train.stgan:STGANRecipe",
     "patn": "pydeform.train.patn:PATNRecipe",
+    "vunet": "pydeform.train.vunet:VUNetRecipe",
 }
 NOT_FROM_CONFIG_FILE = ("resume", "overwrite", "changes")  # per invocation, never inherited from a config.json
 

@@ -11,6 +11,9 @@
 - `pose_transfer_metrics`: the `patn` and `gfla` evaluation protocols on image folders
   (`pydeform metrics pose-transfer`); `generation_metrics`: FID/IS/LPIPS of generated
   tensors for a model's `test` command, with the reasons for what it skipped.
+- `pckh`, `keypoint_error`: pose metrics of detected keypoints against the target pose
+  (`pydeform.metrics.keypoints`), with a keypoint detector trained on synthetic images
+  (`pydeform.metrics.detector`).
 
 The Deformable GAN evaluation (Siarohin et al., CVPR 2018; `test.py` of their code) scored
 each generated image against its target with skimage's
@@ -38,6 +41,7 @@ _EXPORTS = {
     "pydeform.metrics.lpips": ["LPIPS"],
     "pydeform.metrics.folders": ["folder_stats", "list_images"],
     "pydeform.metrics.protocols": ["generation_metrics", "pose_transfer_metrics"],
+    "pydeform.metrics.keypoints": ["keypoint_error", "pckh"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_MODULE_OF)

@@ -19,6 +19,10 @@ _CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 5
 # ImageNet statistics the pretrained weights expect (inputs in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The Caffe/Keras VGG19 (keras.applications.vgg19.preprocess_input): BGR in [0, 255] minus
+# this per-channel mean, in B, G, R order.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESSING = ("imagenet", "caffe")
 
 
 def _layer_names() -> dict[str, int]:
@@ -48,8 +52,11 @@ class VGG19Features(nn.Module):
             is cut after the deepest one.
         random_weights: explicitly accept randomly initialised weights (tests, smoke runs).
             Losses on random features still compare images, but not as the papers did.
-        input_range: the range of the images passed in; they are mapped to [0, 1] and
-            normalised with the ImageNet mean and std.
+        input_range: the range of the images passed in.
+        preprocessing: "imagenet" (torchvision's weights: RGB mapped to [0, 1], normalised
+            with the ImageNet mean and std) or "caffe" (Caffe/Keras weights, e.g. the Keras
+            VGG19 that the Variational U-Net used, converted to this layout: RGB -> BGR in
+            [0, 255] minus `CAFFE_MEAN_BGR`).
     """
 
     def __init__(
@@ -58,8 +65,12 @@ class VGG19Features(nn.Module):
         layers: tuple[str, ...] = ("relu1_2",),
         random_weights: bool = False,
         input_range: tuple[float, float] = (-1.0, 1.0),
+        preprocessing: str = "imagenet",
     ) -> None:
         super().__init__()
+        if preprocessing not in PREPROCESSING:
+            raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
+        self.preprocessing = preprocessing
         unknown = [name for name in layers if name not in LAYERS]
         if not layers or unknown:
             raise ValueError(f"layers must be VGG19 layer names like 'relu1_2', got {list(layers)}")
@@ -82,10 +93,15 @@ class VGG19Features(nn.Module):
         if weights is not None:
             self._load(Path(weights))
         low, high = input_range
-        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
-        # x_normalised = (x - low) / (high - low) then (. - mean) / std, folded into one affine map.
-        self.register_buffer("scale", (1.0 / ((high - low) * std)).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("shift", ((-low / (high - low) - mean) / std).view(1, 3, 1, 1), persistent=False)
+        if preprocessing == "imagenet":
+            mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+            # x_normalised = (x - low) / (high - low) then (. - mean) / std, folded into one affine map.
+            scale, shift = 1.0 / ((high - low) * std), (-low / (high - low) - mean) / std
+        else:  # applied after the RGB -> BGR flip: 255 (x - low) / (high - low) - mean_bgr
+            scale = torch.full((3,), 255.0 / (high - low))
+            shift = -low * 255.0 / (high - low) - torch.tensor(CAFFE_MEAN_BGR)
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -108,11 +124,17 @@ class VGG19Features(nn.Module):
     def train(self, mode: bool = True) -> "VGG19Features":
         return super().train(False)  # always a fixed feature extractor
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """images (B, 3, H, W) in `input_range` -> {layer name: (B, C_l, H_l, W_l)}."""
+    def preprocess(self, images: Tensor) -> Tensor:
+        """images (B, 3, H, W) in `input_range` -> the network's input (see `preprocessing`)."""
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        h = images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
+        if self.preprocessing == "caffe":
+            images = images.flip(1)
+        return images * self.scale.to(images.dtype) + self.shift.to(images.dtype)
+
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
+        """images (B, 3, H, W) in `input_range` -> {layer name: (B, C_l, H_l, W_l)}."""
+        h = self.preprocess(images)
         wanted = {LAYERS[name]: name for name in self.layers}
         out = {}
         for index, module in enumerate(self.features):

@@ -19,7 +19,7 @@ from pydeform.pose.keypoints import (
     write_annotations,
 )
 from pydeform.pose.parts import NUM_PARTS, PART_NAMES, affine_tls, at_resolution, part_transforms, torso_scale
-from pydeform.pose.render import heatmaps, stickman, stickman_thickness
+from pydeform.pose.render import heatmaps, stickman, stickman_thickness, vunet_stickman, vunet_thickness
 
 __all__ = [
     "JOINT",
@@ -39,5 +39,7 @@ __all__ = [
     "stickman",
     "stickman_thickness",
     "torso_scale",
+    "vunet_stickman",
+    "vunet_thickness",
     "write_annotations",
 ]

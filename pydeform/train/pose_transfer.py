@@ -70,17 +70,15 @@ def to_uint8_values(images: Tensor, truncate: bool) -> Tensor:
     return (values.floor() if truncate else values.round()).clamp(0, 255)
 
 
-def metric_sums(prediction: Tensor, target: Tensor, mask: Tensor) -> dict[str, float]:
+def metric_sums(prediction: Tensor, target: Tensor, mask: Tensor | None) -> dict[str, float]:
     """Sums over the batch of the test metrics: prediction, target (B, 3, H, W) 8-bit
-    values as floats; mask (B, 1, H, W). SSIM and mask-SSIM on [0, 255] with the
-    prediction's range, L1 on [-1, 1], PSNR with peak 255."""
+    values as floats; mask (B, 1, H, W), or None for no mask-SSIM. SSIM and mask-SSIM on
+    [0, 255] with the prediction's range, L1 on [-1, 1], PSNR with peak 255."""
     metrics = importlib.import_module("pydeform.metrics")
-    values = {
-        "ssim": metrics.ssim(prediction, target),
-        "mask_ssim": metrics.mask_ssim(prediction, target, mask),
-        "l1": metrics.l1(prediction / 127.5 - 1, target / 127.5 - 1),
-        "psnr": metrics.psnr(prediction, target, 255.0),
-    }
+    values = {"ssim": metrics.ssim(prediction, target)}
+    if mask is not None:
+        values["mask_ssim"] = metrics.mask_ssim(prediction, target, mask)
+    values.update(l1=metrics.l1(prediction / 127.5 - 1, target / 127.5 - 1), psnr=metrics.psnr(prediction, target, 255.0))
     return {name: float(value.double().sum()) for name, value in values.items()}
 
 

@@ -41,6 +41,10 @@ def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
     if family == "patn":
         return ["train", "patn", "--data", str(data["pose"]), "--name", "market", "--size", "64x32", "--ngf", "4",
                 "--ndf", "4", "--steps", "6", "--batch-size", "5", "--random-vgg", "--block", "nested", *common]  # fmt: skip
+    if family == "vunet":
+        return ["train", "vunet", "--data", str(data["pose"]), "--name", "market", "--size", "32", "--n-filters", "4",
+                "--max-filters", "8", "--steps", "6", "--batch-size", "5", "--init-batches", "1", "--random-vgg",
+                *common]  # fmt: skip
     return ["train", "stgan", "--data", str(data["placement"]), "--warps", "2", "--steps-per-stage", "2", "--d-steps",
             "2", "--g-widths", "4,8,8,8,8", "--d-widths", "4,8,8,8,8", "--fc", "16", "--batch-size", "4", "--lr-g",
             "1e-3", "--lr-d", "1e-3", "--history", "10", *common]  # fmt: skip
@@ -372,7 +376,7 @@ def test_non_finite_values_are_logged_as_null(tmp_path):
 # ----------------------------------------------------------------------------- FID/IS/LPIPS in `test`
 
 
-IMAGE_METRIC_FAMILIES = ["deformgan", "stgan", "patn"]  # families whose test reports generation_metrics
+IMAGE_METRIC_FAMILIES = ["deformgan", "stgan", "patn", "vunet"]  # families whose test reports generation_metrics
 
 
 @pytest.mark.parametrize("family", IMAGE_METRIC_FAMILIES)
