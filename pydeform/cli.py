@@ -1,6 +1,6 @@
 """The `pydeform` command.
 
-    pydeform train MODEL --out RUN [--config RUN/config.json] [flags]    (MODEL: deformgan, stgan)
+    pydeform train MODEL --out RUN [--config RUN/config.json] [flags]    (MODEL: deformgan, stgan, finegan)
     pydeform test MODEL --checkpoint RUN/checkpoint.pt --out DIR [flags]
     pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
     pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
@@ -36,6 +36,7 @@ __all__ = ["main", "build_parser", "FAMILIES"]
 FAMILIES = {
     "deformgan": "pydeform.train.deformgan:DeformGANRecipe",
     "stgan": "pydeform.train.stgan:STGANRecipe",
+    "finegan": "pydeform.train.finegan:FineGANRecipe",
 }
 NOT_FROM_CONFIG_FILE = ("resume", "overwrite", "changes")  # per invocation, never inherited from a config.json
 

@@ -13,6 +13,7 @@ import torch
 import pydeform
 from pydeform import cli
 from pydeform.cli import main
+from pydeform.data.synth_factors import write_factors
 from pydeform.data.synth_placement import write_placement
 from pydeform.data.synth_pose import write_pose_pairs
 from pydeform.errors import RunError
@@ -26,7 +27,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
     write_pose_pairs(root / "pose", (64, 32), identities=4, seed=0, name="market", max_pairs_per_identity=4,
                      progress=False)  # fmt: skip
     write_placement(root / "placement", size=(16, 16), train=12, test=6, seed=0, progress=False, foregrounds=3)
-    return {"pose": root / "pose", "placement": root / "placement"}
+    write_factors(root / "factors", count=12, size=64, seed=0, progress=False)
+    return {"pose": root / "pose", "placement": root / "placement", "factors": root / "factors"}
 
 
 def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
@@ -36,6 +38,10 @@ def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
     if family == "deformgan":
         return ["train", "deformgan", "--data", str(data["pose"]), "--name", "market", "--size", "64x32", "--ngf", "4",
                 "--ndf", "4", "--steps", "6", "--batch-size", "5", "--random-vgg", *common]  # fmt: skip
+    if family == "finegan":
+        return ["train", "finegan", "--data", str(data["factors"]), "--z-dim", "8", "--backgrounds", "4", "--children",
+                "4", "--parents", "2", "--gf-dim", "4", "--df-dim", "4", "--residual", "1", "--steps", "4",
+                "--hard-steps", "2", "--hard-repeat", "2", "--batch-size", "2", *common]  # fmt: skip
     return ["train", "stgan", "--data", str(data["placement"]), "--warps", "2", "--steps-per-stage", "2", "--d-steps",
             "2", "--g-widths", "4,8,8,8,8", "--d-widths", "4,8,8,8,8", "--fc", "16", "--batch-size", "4", "--lr-g",
             "1e-3", "--lr-d", "1e-3", "--history", "10", *common]  # fmt: skip
