@@ -55,6 +55,10 @@ __all__ = [
     "BackgroundDiscriminator",
     "StageDiscriminator",
     "GLU",
+    "ResBlock",
+    "conv3x3",
+    "glu_block",
+    "composite",
     "tie_codes",
     "one_hot",
     "background_patch_weights",
@@ -149,21 +153,21 @@ class GLU(nn.Module):
         return x[:, :half] * torch.sigmoid(x[:, half:])
 
 
-def _conv3(cin: int, cout: int) -> nn.Conv2d:
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
 
 
-def _glu_block(cin: int, cout: int, upsample: bool) -> nn.Sequential:
+def glu_block(cin: int, cout: int, upsample: bool) -> nn.Sequential:
     """upBlock (upsample=True) / sameBlock: [nearest x2,] conv3x3 to 2 cout, BN, GLU."""
     layers: list[nn.Module] = [nn.Upsample(scale_factor=2, mode="nearest")] if upsample else []
-    return nn.Sequential(*layers, _conv3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
+    return nn.Sequential(*layers, conv3x3(cin, cout * 2), nn.BatchNorm2d(cout * 2), GLU())
 
 
 class ResBlock(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(_conv3(channels, channels * 2), nn.BatchNorm2d(channels * 2), GLU(),
-                                   _conv3(channels, channels), nn.BatchNorm2d(channels))  # fmt: skip
+        self.block = nn.Sequential(conv3x3(channels, channels * 2), nn.BatchNorm2d(channels * 2), GLU(),
+                                   conv3x3(channels, channels), nn.BatchNorm2d(channels))  # fmt: skip
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x) + x
@@ -177,7 +181,7 @@ class Trunk(nn.Module):
         self.ngf = ngf
         self.fc = nn.Sequential(nn.Linear(in_dim, ngf * 4 * 4 * 2, bias=False), nn.BatchNorm1d(ngf * 4 * 4 * 2), GLU())
         widths = [ngf, ngf // 2, ngf // 4, ngf // 8, ngf // 16, ngf // 16]
-        self.ups = nn.Sequential(*[_glu_block(a, b, True) for a, b in zip(widths[:-1], widths[1:])])
+        self.ups = nn.Sequential(*[glu_block(a, b, True) for a, b in zip(widths[:-1], widths[1:])])
 
     def forward(self, z: Tensor, code: Tensor) -> Tensor:
         h = self.fc(torch.cat([code, z], 1)).view(-1, self.ngf, 4, 4)  # the code first, as in the code
@@ -191,9 +195,9 @@ class NextStage(nn.Module):
     def __init__(self, ngf: int, code_dim: int, residual: int) -> None:
         super().__init__()
         self.code_dim = code_dim
-        self.joint = _glu_block(ngf + code_dim, ngf, False)
+        self.joint = glu_block(ngf + code_dim, ngf, False)
         self.residual = nn.Sequential(*[ResBlock(ngf) for _ in range(residual)])
-        self.same = _glu_block(ngf, ngf // 2, False)
+        self.same = glu_block(ngf, ngf // 2, False)
 
     def forward(self, h: Tensor, code: Tensor) -> Tensor:
         tiled = code.view(-1, self.code_dim, 1, 1).expand(-1, -1, h.shape[2], h.shape[3])
@@ -232,14 +236,14 @@ class FineGANGenerator(nn.Module):
         self.config = config
         gf = config.gf_dim
         self.background_trunk = Trunk(config.z_dim + config.backgrounds, gf * 16)
-        self.background_image = nn.Sequential(_conv3(gf, 3), nn.Tanh())
+        self.background_image = nn.Sequential(conv3x3(gf, 3), nn.Tanh())
         self.parent_trunk = Trunk(config.z_dim + config.parents, gf * 16)
         self.parent_stage = NextStage(gf, config.parents, config.residual)
-        self.parent_image = nn.Sequential(_conv3(gf // 2, 3), nn.Tanh())
-        self.parent_mask = nn.Sequential(_conv3(gf // 2, 1), nn.Sigmoid())
+        self.parent_image = nn.Sequential(conv3x3(gf // 2, 3), nn.Tanh())
+        self.parent_mask = nn.Sequential(conv3x3(gf // 2, 1), nn.Sigmoid())
         self.child_stage = NextStage(gf // 2, config.children, config.residual)
-        self.child_image = nn.Sequential(_conv3(gf // 4, 3), nn.Tanh())
-        self.child_mask = nn.Sequential(_conv3(gf // 4, 1), nn.Sigmoid())
+        self.child_image = nn.Sequential(conv3x3(gf // 4, 3), nn.Tanh())
+        self.child_mask = nn.Sequential(conv3x3(gf // 4, 1), nn.Sigmoid())
 
     def _check(self, name: str, code: Tensor, size: int, batch: int) -> None:
         if code.dim() != 2 or code.shape != (batch, size):
@@ -319,9 +323,9 @@ class StageDiscriminator(nn.Module):
             nn.Conv2d(df * 2, df * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(df * 4), lrelu(),
             nn.Conv2d(df * 4, df * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(df * 8), lrelu(),
             nn.Conv2d(df * 8, df * 16, 4, 2, 1, bias=False), nn.BatchNorm2d(df * 16), lrelu(),
-            _conv3(df * 16, df * 8), nn.BatchNorm2d(df * 8), lrelu(),
+            conv3x3(df * 16, df * 8), nn.BatchNorm2d(df * 8), lrelu(),
         )  # fmt: skip
-        self.joint = nn.Sequential(_conv3(df * 8, df * 8), nn.BatchNorm2d(df * 8), lrelu())
+        self.joint = nn.Sequential(conv3x3(df * 8, df * 8), nn.BatchNorm2d(df * 8), lrelu())
         self.logits = nn.Conv2d(df * 8, classes, 4, 4)
         self.real_fake = nn.Sequential(nn.Conv2d(df * 8, 1, 4, 4), nn.Sigmoid())
 
