@@ -1,10 +1,12 @@
 """The `pydeform` command.
 
-    pydeform train MODEL --out RUN [--config RUN/config.json] [flags]    (MODEL: deformgan, stgan, finegan)
+    pydeform train MODEL --out RUN [--config RUN/config.json] [flags]    (MODEL: deformgan, stgan, finegan, mixnmatch)
     pydeform test MODEL --checkpoint RUN/checkpoint.pt --out DIR [flags]
     pydeform synth pose-pairs --out DIR [--size 128x64] [--identities N] [--seed S]
     pydeform synth placement --out DIR [--size 64x64|144x144] [--train N] [--test M] [--seed S]
     pydeform synth factors --out DIR [--count N] [--size S] [--seed S]
+    pydeform mix --checkpoint CK --background A.png --shape B.png --texture C.png [--pose D.png]
+                 [--mode code|feature] --out OUT.png                                     (MixNMatch)
 
 The flags of `train` and `test` are generated from each family's config dataclass
 (`pydeform.options`): a flag per field, with its type, default and help. Multi-process
@@ -37,6 +39,7 @@ FAMILIES = {
     "deformgan": "pydeform.train.deformgan:DeformGANRecipe",
     "stgan": "pydeform.train.stgan:STGANRecipe",
     "finegan": "pydeform.train.finegan:FineGANRecipe",
+    "mixnmatch": "pydeform.train.mixnmatch:MixNMatchRecipe",
 }
 NOT_FROM_CONFIG_FILE = ("resume", "overwrite", "changes")  # per invocation, never inherited from a config.json
 
@@ -275,6 +278,36 @@ def _run_synth_factors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_mix(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "mix", help="MixNMatch: the background of one image, the shape of a second, the texture of a third",
+        description=(
+            "Mix real images with a MixNMatch checkpoint (its EMA generator and encoders): background and its z "
+            "from --background, shape from --shape, texture from --texture, the parent stage's z (pose) from --pose "
+            "(default: the shape image). --mode feature takes the shape's pixel-exact shape and pose from the "
+            "stage-2 feature extractor. Images are resized to 128x128, as MixNMatch's eval.py does."
+        ),
+    )  # fmt: skip
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a mixnmatch OUT/checkpoint.pt")
+    p.add_argument("--background", required=True, metavar="A.png", help="background source image")
+    p.add_argument("--shape", required=True, metavar="B.png", help="shape source image")
+    p.add_argument("--texture", required=True, metavar="C.png", help="texture source image")
+    p.add_argument("--pose", metavar="D.png", help="pose (z) source image for code mode (default: the shape image)")
+    p.add_argument("--mode", choices=("code", "feature"), default="code", help="code (default) or feature mode")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the mixed image")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    p.set_defaults(run=_run_mix, parser=p)
+
+
+def _run_mix(args: argparse.Namespace) -> int:
+    from pydeform.train.mixnmatch import mix
+
+    path = mix(args.checkpoint, args.background, args.shape, args.texture, args.out, pose=args.pose, mode=args.mode,
+               device=args.device)  # fmt: skip
+    print(f"wrote {path}", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydeform` argument parser: `train MODEL ...`, `test MODEL ...`, `synth KIND ...`."""
     parser = argparse.ArgumentParser(prog="pydeform", description="pydeform: deformation-based image generation")
@@ -288,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_pose_pairs(kinds)
     _add_synth_placement(kinds)
     _add_synth_factors(kinds)
+    _add_mix(commands)
     return parser
 
 

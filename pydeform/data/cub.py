@@ -40,7 +40,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["CUBRecord", "read_cub", "CUBObjects", "augment", "OBJECT_LOAD", "OBJECT_SIZE", "SCENE_LOAD", "SCENE_SIZE"]
+__all__ = ["CUBRecord", "read_cub", "CUBObjects", "augment", "object_crop", "centre_object", "OBJECT_LOAD", "OBJECT_SIZE", "SCENE_LOAD", "SCENE_SIZE"]
 
 OBJECT_SIZE, OBJECT_LOAD = 128, 152  # 152 = int(128 * 76 / 64)
 SCENE_SIZE, SCENE_LOAD = 126, 149  # 149 = int(126 * 76 / 64)
@@ -119,6 +119,17 @@ def _square(image: Image.Image, side: int) -> tuple[Image.Image, float, float, f
     return resized.crop((ox, oy, ox + side, oy + side)), scale, ox, oy
 
 
+def object_crop(image: Image.Image, box: tuple[float, float, float, float]) -> Image.Image:
+    """FineGAN's 1.5x square crop around box (x, y, w, h), clipped to the image, resized and
+    centre-cropped to 152x152 (see the module docstring)."""
+    width, height = image.size
+    x, y, w, h = box
+    r = int(max(w, h) * 0.75)
+    cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
+    crop = image.crop((max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)))
+    return _square(crop, OBJECT_LOAD)[0]
+
+
 def _to_tensor(image: Image.Image) -> Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
 
@@ -149,15 +160,17 @@ class CUBObjects(Dataset):
             image = Image.open(path).convert("RGB")
         except (OSError, ValueError) as exc:
             raise OSError(f"cannot read {path} (images.txt id {record.id}): {exc}") from exc
-        width, height = image.size
         x, y, w, h = record.box
-        r = int(max(w, h) * 0.75)
-        cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
-        crop = image.crop((max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)))
-        obj, _, _, _ = _square(crop, OBJECT_LOAD)
+        obj = object_crop(image, record.box)
         scene, scale, ox, oy = _square(image, SCENE_LOAD)
         box = torch.tensor([x * scale - ox, y * scale - oy, (x + w) * scale - ox, (y + h) * scale - oy])
         return {"object": _to_tensor(obj), "scene": _to_tensor(scene), "box": box.float(), "index": index}
+
+
+def centre_object(objects: Tensor) -> Tensor:
+    """The centre 128x128 of (B, C, 152, 152) object crops (evaluation: no random crop)."""
+    start = (OBJECT_LOAD - OBJECT_SIZE) // 2
+    return objects[..., start : start + OBJECT_SIZE, start : start + OBJECT_SIZE]
 
 
 def augment(batch: dict[str, Tensor], generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:

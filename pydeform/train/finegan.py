@@ -30,7 +30,6 @@ time, the others fixed) and OUT/checkpoint.pt (with the EMA).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pydeform.data.cub import CUBObjects, augment
+from pydeform.data.cub import CUBObjects, augment, centre_object
 from pydeform.errors import user_errors
 from pydeform.losses.finegan import background_d_loss, child_d_loss, finegan_g_loss
 from pydeform.models.finegan import (
@@ -57,7 +56,7 @@ from pydeform.models.finegan import (
 )
 from pydeform.nets.ema import ParameterEMA
 from pydeform.options import option
-from pydeform.train.common import DistInfo, atomic_write, cache_dir, check_minimum, save_image_grid, write_once
+from pydeform.train.common import atomic_write, check_minimum, save_image_grid, synthetic_factors
 from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
 
@@ -65,7 +64,6 @@ __all__ = ["TrainConfig", "TestConfig", "FineGANRecipe", "train", "evaluate", "s
            "hard_negatives", "format_metrics"]  # fmt: skip
 
 CHECKPOINT_KIND = "pydeform.finegan"
-SYNTH_SEED = 0
 GRID_COLUMNS = 6
 
 
@@ -123,21 +121,6 @@ class TestConfig(EvalConfig):
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def synthetic_factors(count: int = 2000, progress: bool = True, info: DistInfo | None = None) -> Path:
-    """The synthetic factor set (128x128), written once into
-    cache_dir()/synth-factors-128-seed0-n{count}-{generator digest}."""
-    from pydeform.data import synth_factors
-
-    digest = hashlib.sha256(Path(synth_factors.__file__).read_bytes()).hexdigest()[:10]
-    root = cache_dir() / f"synth-factors-128-seed{SYNTH_SEED}-n{count}-{digest}"
-
-    def write(tmp: Path) -> None:
-        print(f"writing the synthetic factor set to {root} (once)", flush=True)
-        synth_factors.write_factors(tmp, count=count, size=128, seed=SYNTH_SEED, progress=progress)
-
-    return write_once(root, write, info)
 
 
 # ----------------------------------------------------------------------------- codes
@@ -327,7 +310,7 @@ class FineGANRecipe(Recipe):
         return self.ema.averaged(self.generator)
 
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
-        real = batch["object"][:, :, 12:140, 12:140].cpu()  # the centre 128 of the 152 object crop
+        real = centre_object(batch["object"]).cpu()
         rows = grid_rows(self.averaged_generator(), self.run.device, self.config.seed)
         return [list(real)] + rows, (-1.0, 1.0)
 
