@@ -42,6 +42,11 @@ def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
         return ["train", "finegan", "--data", str(data["factors"]), "--z-dim", "8", "--backgrounds", "4", "--children",
                 "4", "--parents", "2", "--gf-dim", "4", "--df-dim", "4", "--residual", "1", "--steps", "4",
                 "--hard-steps", "2", "--hard-repeat", "2", "--batch-size", "2", *common]  # fmt: skip
+    if family == "mixnmatch":
+        return ["train", "mixnmatch", "--data", str(data["factors"]), "--z-dim", "8", "--backgrounds", "4", "--children",
+                "4", "--parents", "2", "--gf-dim", "4", "--df-dim", "4", "--encoder-dim", "4", "--bd-dim", "2",
+                "--bd-hidden", "8", "--fx-dim", "2", "--steps", "4", "--feature-steps", "2", "--batch-size", "2",
+                *common]  # fmt: skip
     return ["train", "stgan", "--data", str(data["placement"]), "--warps", "2", "--steps-per-stage", "2", "--d-steps",
             "2", "--g-widths", "4,8,8,8,8", "--d-widths", "4,8,8,8,8", "--fc", "16", "--batch-size", "4", "--lr-g",
             "1e-3", "--lr-d", "1e-3", "--history", "10", *common]  # fmt: skip
