@@ -1,5 +1,4 @@
 """FineGAN networks, codes, patch labels, losses and the EMA, against direct computations."""
-import math
 
 import pytest
 import torch
