@@ -7,6 +7,7 @@
     pydeform synth factors --out DIR [--count N] [--size S] [--seed S]
     pydeform mix --checkpoint CK --background A.png --shape B.png --texture C.png [--pose D.png]
                  [--mode code|feature] --out OUT.png                                     (MixNMatch)
+    pydeform factors train --data DIR --out DIR [--steps N]       (the factor classifier, a measuring tool)
 
 The flags of `train` and `test` are generated from each family's config dataclass
 (`pydeform.options`): a flag per field, with its type, default and help. Multi-process
@@ -308,6 +309,41 @@ def _run_mix(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_factors(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("factors", help="the factor classifier of the synthetic factor set (a measuring tool)",
+                            description="The factor classifier: reads background, shape and texture classes.")  # fmt: skip
+    kinds = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = kinds.add_parser(
+        "train", help="train it on a factor set's training split; its test accuracy goes into OUT/metrics.json",
+        description="Train the factor classifier on the training split of a `pydeform synth factors` set (FineGAN's "
+        "object crops, random crops and flips) and measure it on the test split. Writes OUT/checkpoint.pt and "
+        "OUT/metrics.json.",
+    )  # fmt: skip
+    t.add_argument("--data", required=True, metavar="DIR", help="a `pydeform synth factors` folder")
+    t.add_argument("--out", required=True, metavar="DIR", help="where to write checkpoint.pt and metrics.json")
+    t.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    t.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    t.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(run=_run_factors_train, parser=t)
+
+
+def _run_factors_train(args: argparse.Namespace) -> int:
+    from pydeform.train.factors import train_classifier
+
+    try:
+        metrics = train_classifier(args.data, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                   device=args.device, progress=not args.no_progress)  # fmt: skip
+    except ValueError as exc:
+        if getattr(exc, "_pydeform_user_error", False):
+            raise
+        args.parser.error(str(exc))
+    cells = ", ".join(f"{f} {100 * a:.1f}% (chance {100 * metrics['chance'][f]:.1f}%)" for f, a in metrics["accuracy"].items())
+    print(f"test accuracy: {cells}; wrote {args.out}/checkpoint.pt", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydeform` argument parser: `train MODEL ...`, `test MODEL ...`, `synth KIND ...`."""
     parser = argparse.ArgumentParser(prog="pydeform", description="pydeform: deformation-based image generation")
@@ -322,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth_placement(kinds)
     _add_synth_factors(kinds)
     _add_mix(commands)
+    _add_factors(commands)
     return parser
 
 

@@ -391,6 +391,27 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
             shares.append(float(torch.bincount(shapes).max()) / per_parent)
         metrics.update(shape_consistency=float(np.mean(shares)), shape_consistency_per_parent=shares,
                        shape_chance=1.0 / reader.classes["shape"], classifier=str(classifier))  # fmt: skip
+        # A Frechet distance on the classifier's penultimate features (not Inception's: no
+        # weights are downloaded), generated children against the real test object crops.
+        from pydeform.metrics.frechet import frechet_distance
+
+        with user_errors():
+            trained = state.get("train_config", {})
+            root = Path(data) if data is not None else (Path(trained["data"]) if trained.get("data") else
+                                                         synthetic_factors(trained.get("synth_count", 2000), progress))  # fmt: skip
+            real_set = CUBObjects(root, "test")
+        real = torch.cat([reader.features(centre_object(b["object"]).to(torch_device))
+                          for b in torch.utils.data.DataLoader(real_set, batch_size=64, num_workers=workers)])  # fmt: skip
+        fake_features = []
+        done = 0
+        while done < count:
+            n = min(batch_size, count - done)
+            codes = sample_codes(n, cfg, torch_device, gen)
+            fake_features.append(reader.features(generator(codes["z"], codes["c"], codes["p"], codes["b"]).child))
+            done += n
+        metrics.update(fd_classifier_features=frechet_distance(torch.cat(fake_features), real),
+                       fd_features="factor classifier penultimate features (not Inception)",
+                       fd_real_images=len(real_set), classifier_test_accuracy=reader.accuracy)  # fmt: skip
     atomic_write(out_dir / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=2).encode()))
     return metrics
 
@@ -401,6 +422,8 @@ def format_metrics(result: dict[str, Any]) -> str:
     if "shape_consistency" in result:
         lines.append(f"shape consistency per parent code {100 * result['shape_consistency']:.1f}% "
                      f"(chance {100 * result['shape_chance']:.1f}%)")  # fmt: skip
+        lines.append(f"Frechet distance on factor-classifier features {result['fd_classifier_features']:.2f} "
+                     f"(vs {result['fd_real_images']} real test images)")  # fmt: skip
     return "\n".join(lines)
 
 
