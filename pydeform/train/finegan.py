@@ -117,6 +117,8 @@ class TestConfig(EvalConfig):
     per_parent: int = option(20, "images per parent code for the shape-consistency measure")
     classifier: str | None = option(None, "factor classifier checkpoint (`pydeform factors train`)", metavar="PATH")
     seed: int = option(0, "seed of the generated codes")
+    weights: str = option("ema", "which generator: the EMA of its parameters (FineGAN's) or the live one (short runs: "
+                          "an EMA of 0.999 still holds 0.999^steps of the initial weights)", choices=("ema", "live"))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- data
@@ -332,11 +334,15 @@ class FineGANRecipe(Recipe):
 # ----------------------------------------------------------------------------- evaluation
 
 
-def load_generator(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[FineGANGenerator, dict[str, Any]]:
-    """The EMA generator of a FineGAN checkpoint, in eval mode, and the checkpoint."""
+def load_generator(checkpoint: str | Path, device: str | torch.device = "cpu", weights: str = "ema"
+                   ) -> tuple[FineGANGenerator, dict[str, Any]]:  # fmt: skip
+    """The EMA (or with weights="live" the trained) generator of a FineGAN checkpoint, in eval
+    mode, and the checkpoint."""
+    if weights not in ("ema", "live"):
+        raise ValueError(f"weights must be 'ema' or 'live', got {weights!r}")
     state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "FineGAN")
     generator = FineGANGenerator(FineGANConfig.from_dict(state["config"]))
-    generator.load_state_dict(state["ema_generator"])
+    generator.load_state_dict(state["ema_generator" if weights == "ema" else "generator"])
     return generator.to(device).eval(), state
 
 
@@ -349,14 +355,14 @@ def _save(images: Tensor, folder: Path, start: int) -> None:
 @torch.no_grad()
 def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "cpu", batch_size: int = 8,
              workers: int = 0, progress: bool = True, count: int = 500, per_parent: int = 20,
-             classifier: str | None = None, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+             classifier: str | None = None, seed: int = 0, weights: str = "ema") -> dict[str, Any]:  # fmt: skip
     """Generate `count` images from tied random codes with the EMA generator; metrics.json
     holds the mean parent and child mask coverage and, with a factor classifier, the shape
     consistency per parent code (images with the same p and random z, b, c: the share of the
     most frequent shape the classifier reads, averaged over p; chance 1 / shapes)."""
     torch_device = torch.device(device)
     with user_errors():
-        generator, state = load_generator(checkpoint, torch_device)
+        generator, state = load_generator(checkpoint, torch_device, weights)
     cfg = generator.config
     out_dir = Path(out)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -372,7 +378,7 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
         done += n
     save_image_grid(grid_rows(generator, torch_device, seed), out_dir / "samples.png", (-1.0, 1.0))
     metrics: dict[str, Any] = {"images": count, "parent_mask_coverage": coverage_p / count,
-                               "child_mask_coverage": coverage_c / count, "step": int(state["step"]),
+                               "child_mask_coverage": coverage_c / count, "step": int(state["step"]), "weights": weights,
                                "checkpoint": str(checkpoint), "config": cfg.to_dict()}  # fmt: skip
     if classifier is not None:
         from pydeform.train.factors import load_classifier
@@ -418,7 +424,8 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
 
 def format_metrics(result: dict[str, Any]) -> str:
     lines = [f"parent mask coverage {100 * result['parent_mask_coverage']:.1f}%, child mask coverage "
-             f"{100 * result['child_mask_coverage']:.1f}% ({result['images']} images, step {result['step']})"]  # fmt: skip
+             f"{100 * result['child_mask_coverage']:.1f}% ({result['images']} images, step {result['step']}, "
+             f"{result.get('weights', 'ema')} weights)"]  # fmt: skip
     if "shape_consistency" in result:
         lines.append(f"shape consistency per parent code {100 * result['shape_consistency']:.1f}% "
                      f"(chance {100 * result['shape_chance']:.1f}%)")  # fmt: skip

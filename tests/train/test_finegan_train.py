@@ -66,6 +66,17 @@ def test_test_command_metrics(run, tmp_path, capsys):
             total += float(generator(codes["z"], codes["c"], codes["p"], codes["b"]).parent_mask.mean((1, 2, 3)).sum())
     assert metrics["parent_mask_coverage"] == pytest.approx(total / 5, rel=1e-5)
     assert "parent mask coverage" in capsys.readouterr().out
+    # --weights live: the trained generator instead of its EMA
+    assert main(["test", "finegan", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "live"),
+                 "--count", "2", "--batch-size", "2", "--weights", "live", "--no-progress"]) == 0  # fmt: skip
+    live, state = load_generator(run / "checkpoint.pt", weights="live")
+    assert all(torch.equal(v, state["generator"][k]) for k, v in live.state_dict().items())
+    codes = sample_codes(2, live.config, torch.device("cpu"), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = float(live(codes["z"], codes["c"], codes["p"], codes["b"]).parent_mask.mean())
+    assert json.loads((tmp_path / "live" / "metrics.json").read_text())["parent_mask_coverage"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="weights"):
+        load_generator(run / "checkpoint.pt", weights="other")
 
 
 def test_grid_rows_vary_one_code():
