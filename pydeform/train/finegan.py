@@ -385,7 +385,7 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
 
         with user_errors():
             reader = load_classifier(classifier, torch_device)
-        shares = []
+        shares, read = [], []
         for p in range(cfg.parents):
             z = torch.randn(per_parent, cfg.z_dim, generator=gen).to(torch_device)
             c = torch.randint(0, cfg.children, (per_parent,), generator=gen)
@@ -395,6 +395,14 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
                                one_hot(b, cfg.backgrounds).to(torch_device)).child  # fmt: skip
             shapes = reader.predict(images)["shape"]
             shares.append(float(torch.bincount(shapes).max()) / per_parent)
+            read.append(shapes.cpu())
+        # The control: a classifier that reads one shape for everything (e.g. on images that are
+        # not yet objects) scores a high consistency without any dependence on p. The pooled
+        # majority share (all parents together) and the number of distinct majority shapes say so.
+        pooled = torch.cat(read)
+        majorities = {int(torch.bincount(r).argmax()) for r in read}
+        metrics.update(shape_majority_pooled=float(torch.bincount(pooled).max()) / len(pooled),
+                       shape_distinct_majorities=len(majorities))  # fmt: skip
         metrics.update(shape_consistency=float(np.mean(shares)), shape_consistency_per_parent=shares,
                        shape_chance=1.0 / reader.classes["shape"], classifier=str(classifier))  # fmt: skip
         # A Frechet distance on the classifier's penultimate features (not Inception's: no
@@ -428,7 +436,9 @@ def format_metrics(result: dict[str, Any]) -> str:
              f"{result.get('weights', 'ema')} weights)"]  # fmt: skip
     if "shape_consistency" in result:
         lines.append(f"shape consistency per parent code {100 * result['shape_consistency']:.1f}% "
-                     f"(chance {100 * result['shape_chance']:.1f}%)")  # fmt: skip
+                     f"(chance {100 * result['shape_chance']:.1f}%); pooled over all parents "
+                     f"{100 * result['shape_majority_pooled']:.1f}%, {result['shape_distinct_majorities']} distinct "
+                     f"majority shapes over {len(result['shape_consistency_per_parent'])} parents")  # fmt: skip
         lines.append(f"Frechet distance on factor-classifier features {result['fd_classifier_features']:.2f} "
                      f"(vs {result['fd_real_images']} real test images)")  # fmt: skip
     return "\n".join(lines)

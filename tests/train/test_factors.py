@@ -50,6 +50,9 @@ def test_train_and_use(factors, tmp_path, capsys):
     assert len(result["shape_consistency_per_parent"]) == 2
     assert all(s in (1 / 3, 2 / 3, 1.0) for s in result["shape_consistency_per_parent"])
     assert result["shape_chance"] == 0.1 and result["fd_classifier_features"] >= 0
+    assert result["shape_majority_pooled"] in (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0)
+    assert result["shape_majority_pooled"] <= max(result["shape_consistency_per_parent"])
+    assert result["shape_distinct_majorities"] in (1, 2)
     assert "factor classifier" in result["fd_features"]
 
 
