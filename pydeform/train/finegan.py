@@ -12,7 +12,8 @@ One step (FineGAN_trainer.train):
   G, the parent discriminator D1 (info head only, trained at G's rate) and D2's jointConv and
   code head (FineGAN's optimizerG list: three Adams with the same settings are one Adam with
   three parameter groups);
-- the EMA of G's parameters (0.999), used for every sample grid and evaluation.
+- the EMA of G's parameters (0.999), used for every sample grid and, by default, evaluation
+  (`pydeform test finegan --weights live` measures the trained generator of a short run).
 After `steps` main steps, `hard_steps` steps of the hard-negative phase: odd steps draw
 `hard_repeat` (10) batches of random (z, c), keep the batch-size codes whose masked child
 foreground D2 classifies worst (lowest softmax probability of c), and train on those.
