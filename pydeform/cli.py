@@ -7,7 +7,11 @@
     pydeform pose import-openpose JSON_DIR --out ANNOTATION.csv [--model coco18|body25]
     pydeform pose make-pairs ANNOTATION.csv --out PAIRS.csv [--identity market|deepfashion|REGEX]
     pydeform data deepfashion-inshop ROOT --out DIR [--lists TRAIN TEST] [--crop]
+    pydeform synth factors --out DIR [--count N] [--size S] [--seed S]
     pydeform metrics pose-transfer|fid|is ...
+    pydeform mix --checkpoint CK --background A.png --shape B.png --texture C.png [--pose D.png]
+                 [--mode code|feature] --out OUT.png                                     (MixNMatch)
+    pydeform factors train --data DIR --out DIR [--steps N]       (the factor classifier, a measuring tool)
 
 The flags of `train` and `test` are generated from each family's config dataclass
 (`pydeform.options`): a flag per field, with its type, default and help. Multi-process
@@ -44,6 +48,8 @@ FAMILIES = {
     "stgan": "pydeform.train.stgan:STGANRecipe",
     "patn": "pydeform.train.patn:PATNRecipe",
     "vunet": "pydeform.train.vunet:VUNetRecipe",
+    "finegan": "pydeform.train.finegan:FineGANRecipe",
+    "mixnmatch": "pydeform.train.mixnmatch:MixNMatchRecipe",
 }
 NOT_FROM_CONFIG_FILE = ("resume", "overwrite", "changes")  # per invocation, never inherited from a config.json
 
@@ -249,6 +255,106 @@ def _run_synth_placement(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_synth_factors(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "factors",
+        help="objects of known shape, pose and texture on known backgrounds, in the CUB layout (FineGAN, MixNMatch)",
+        description=(
+            "Write a CUB-layout dataset with known factors: 20 backgrounds, 10 shapes in 3 families at a random "
+            "pose, 20 textures (each tied to one shape family; backgrounds loosely tied to textures). Writes "
+            "images/, masks/, images.txt, bounding_boxes.txt, train_test_split.txt, factors.csv and info.json. "
+            "Deterministic for a seed."
+        ),
+    )
+    p.add_argument("--out", required=True, help="folder to write into (new or empty)")
+    p.add_argument("--count", type=int, default=2000, help="images (default 2000; the last 20%% form the test split)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--bg-tie", type=float, default=0.6, help="probability that the background class equals the "
+                   "texture class (default 0.6)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(run=_run_synth_factors, parser=p)
+
+
+def _run_synth_factors(args: argparse.Namespace) -> int:
+    from pydeform.data.synth_factors import write_factors
+
+    try:
+        info = write_factors(args.out, args.count, args.size, seed=args.seed, bg_tie=args.bg_tie,
+                             progress=not args.no_progress)  # fmt: skip
+    except ValueError as exc:
+        args.parser.error(str(exc))
+    counts = info["counts"]
+    print(f"wrote {counts['train']} + {counts['test']} images (train + test) of {info['size']}x{info['size']} "
+          f"with their factors to {args.out}", flush=True)  # fmt: skip
+    return 0
+
+
+def _add_mix(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "mix", help="MixNMatch: the background of one image, the shape of a second, the texture of a third",
+        description=(
+            "Mix real images with a MixNMatch checkpoint (its EMA generator and encoders): background and its z "
+            "from --background, shape from --shape, texture from --texture, the parent stage's z (pose) from --pose "
+            "(default: the shape image). --mode feature takes the shape's pixel-exact shape and pose from the "
+            "stage-2 feature extractor. Images are resized to 128x128, as MixNMatch's eval.py does."
+        ),
+    )  # fmt: skip
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a mixnmatch OUT/checkpoint.pt")
+    p.add_argument("--background", required=True, metavar="A.png", help="background source image")
+    p.add_argument("--shape", required=True, metavar="B.png", help="shape source image")
+    p.add_argument("--texture", required=True, metavar="C.png", help="texture source image")
+    p.add_argument("--pose", metavar="D.png", help="pose (z) source image for code mode (default: the shape image)")
+    p.add_argument("--mode", choices=("code", "feature"), default="code", help="code (default) or feature mode")
+    p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the mixed image")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
+    p.set_defaults(run=_run_mix, parser=p)
+
+
+def _run_mix(args: argparse.Namespace) -> int:
+    from pydeform.train.mixnmatch import mix
+
+    path = mix(args.checkpoint, args.background, args.shape, args.texture, args.out, pose=args.pose, mode=args.mode,
+               device=args.device)  # fmt: skip
+    print(f"wrote {path}", flush=True)
+    return 0
+
+
+def _add_factors(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("factors", help="the factor classifier of the synthetic factor set (a measuring tool)",
+                            description="The factor classifier: reads background, shape and texture classes.")  # fmt: skip
+    kinds = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    t = kinds.add_parser(
+        "train", help="train it on a factor set's training split; its test accuracy goes into OUT/metrics.json",
+        description="Train the factor classifier on the training split of a `pydeform synth factors` set (FineGAN's "
+        "object crops, random crops and flips) and measure it on the test split. Writes OUT/checkpoint.pt and "
+        "OUT/metrics.json.",
+    )  # fmt: skip
+    t.add_argument("--data", required=True, metavar="DIR", help="a `pydeform synth factors` folder")
+    t.add_argument("--out", required=True, metavar="DIR", help="where to write checkpoint.pt and metrics.json")
+    t.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    t.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    t.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(run=_run_factors_train, parser=t)
+
+
+def _run_factors_train(args: argparse.Namespace) -> int:
+    from pydeform.train.factors import train_classifier
+
+    try:
+        metrics = train_classifier(args.data, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+                                   device=args.device, progress=not args.no_progress)  # fmt: skip
+    except ValueError as exc:
+        if getattr(exc, "_pydeform_user_error", False):
+            raise
+        args.parser.error(str(exc))
+    cells = ", ".join(f"{f} {100 * a:.1f}% (chance {100 * metrics['chance'][f]:.1f}%)" for f, a in metrics["accuracy"].items())
+    print(f"test accuracy: {cells}; wrote {args.out}/checkpoint.pt", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pydeform` argument parser: `train MODEL ...`, `test MODEL ...`, `synth KIND ...`."""
     parser = argparse.ArgumentParser(prog="pydeform", description="pydeform: deformation-based image generation")
@@ -261,9 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
     _add_synth_pose_pairs(kinds)
     _add_synth_placement(kinds)
+    _add_synth_factors(kinds)
     add_pose_command(commands)
     add_data_command(commands)
     add_metrics_command(commands)
+    _add_mix(commands)
+    _add_factors(commands)
     return parser
 
 

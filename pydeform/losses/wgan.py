@@ -10,12 +10,12 @@ the sum of a sample's scores, as tf.gradients of the map does.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["gradient_penalty", "wgan_discriminator_loss", "wgan_generator_loss"]
+__all__ = ["gradient_penalty", "mixed_gradient_penalty", "wgan_discriminator_loss", "wgan_generator_loss"]
 
 GRAD_EPS = 1e-8  # inside the square root, as ST-GAN: keeps the norm differentiable at 0
 
@@ -84,3 +84,37 @@ def wgan_generator_loss(fake_scores: Tensor, dp: Tensor | None = None, dp_weight
     adversarial = -fake_scores.mean()
     dp_norm = dp.square().sum(dim=1).mean() if dp is not None else torch.zeros_like(adversarial)
     return {"total": adversarial + dp_weight * dp_norm, "adv": adversarial.detach(), "dp": dp_norm.detach()}
+
+
+def mixed_gradient_penalty(
+    critic: Callable[..., Sequence[Tensor]], real: Sequence[Tensor], fake: Sequence[Tensor],
+    alphas: Sequence[Tensor] | None = None, constant: float = 1.0,
+) -> Tensor:  # fmt: skip
+    """MixNMatch's gradient penalty for critics of several inputs (`cal_gradient_penalty(...,
+    type='mixed')` in code/utils.py of github.com/Yuheng-Li/MixNMatch): each input j is
+    interpolated on its own, x_hat_j = alpha_j real_j + (1 - alpha_j) fake_j with its own
+    alpha_j (B,) ~ U(0, 1) per sample; the critic returns several score tensors; the penalty
+    sums, over every (output i, input j) pair where output i depends on input j,
+
+        mean_b (||grad_{x_hat_j} sum_b out_i + 1e-16|| - constant)^2
+
+    (the 1e-16 is added to every gradient entry before the norm, as in their code). `alphas`
+    default to torch.rand from the global generator. Graph kept (trains the critic)."""
+    if len(real) != len(fake) or not real:
+        raise ValueError(f"real and fake must be non-empty sequences of equal length, got {len(real)} and {len(fake)}")
+    inputs = []
+    for j, (r, f) in enumerate(zip(real, fake)):
+        if r.shape != f.shape:
+            raise ValueError(f"input {j}: real {tuple(r.shape)} and fake {tuple(f.shape)} differ")
+        alpha = torch.rand(r.shape[0], device=r.device, dtype=r.dtype) if alphas is None else alphas[j]
+        alpha = alpha.view(-1, *([1] * (r.dim() - 1)))
+        inputs.append((alpha * r.detach() + (1 - alpha) * f.detach()).requires_grad_(True))
+    outputs = critic(*inputs)
+    penalty = torch.zeros((), device=real[0].device)
+    for out in outputs:
+        grads = torch.autograd.grad(out.sum(), inputs, create_graph=True, retain_graph=True, allow_unused=True)
+        for grad in grads:
+            if grad is not None:
+                norm = (grad.reshape(grad.shape[0], -1) + 1e-16).norm(2, dim=1)
+                penalty = penalty + ((norm - constant) ** 2).mean()
+    return penalty

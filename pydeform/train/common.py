@@ -42,6 +42,7 @@ __all__ = [
     "write_once",
     "to_device",
     "cache_dir",
+    "synthetic_factors",
 ]
 
 
@@ -381,3 +382,21 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def cache_dir() -> Path:
     """pydeform's cache folder: $PYDEFORM_CACHE, else ~/.cache/pydeform."""
     return Path(os.environ.get("PYDEFORM_CACHE") or Path.home() / ".cache" / "pydeform")
+
+
+def synthetic_factors(count: int = 2000, progress: bool = True, info: DistInfo | None = None) -> Path:
+    """The synthetic factor set (`pydeform synth factors`, 128x128, seed 0) that FineGAN and
+    MixNMatch train on without --data, written once into
+    cache_dir()/synth-factors-128-seed0-n{count}-{generator digest}."""
+    import hashlib
+
+    from pydeform.data import synth_factors
+
+    digest = hashlib.sha256(Path(synth_factors.__file__).read_bytes()).hexdigest()[:10]
+    root = cache_dir() / f"synth-factors-128-seed0-n{count}-{digest}"
+
+    def write(tmp: Path) -> None:
+        print(f"writing the synthetic factor set to {root} (once)", flush=True)
+        synth_factors.write_factors(tmp, count=count, size=128, seed=0, progress=progress)
+
+    return write_once(root, write, info)

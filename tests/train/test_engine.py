@@ -15,6 +15,7 @@ from PIL import Image
 import pydeform
 from pydeform import cli
 from pydeform.cli import main
+from pydeform.data.synth_factors import write_factors
 from pydeform.data.synth_placement import write_placement
 from pydeform.data.synth_pose import write_pose_pairs
 from pydeform.errors import RunError
@@ -28,7 +29,8 @@ def data(tmp_path_factory) -> dict[str, Path]:
     write_pose_pairs(root / "pose", (64, 32), identities=4, seed=0, name="market", max_pairs_per_identity=4,
                      progress=False)  # fmt: skip
     write_placement(root / "placement", size=(16, 16), train=12, test=6, seed=0, progress=False, foregrounds=3)
-    return {"pose": root / "pose", "placement": root / "placement"}
+    write_factors(root / "factors", count=12, size=64, seed=0, progress=False)
+    return {"pose": root / "pose", "placement": root / "placement", "factors": root / "factors"}
 
 
 def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
@@ -44,6 +46,15 @@ def tiny(family: str, data: dict[str, Path], out: Path) -> list[str]:
     if family == "vunet":
         return ["train", "vunet", "--data", str(data["pose"]), "--name", "market", "--size", "32", "--n-filters", "4",
                 "--max-filters", "8", "--steps", "6", "--batch-size", "5", "--init-batches", "1", "--random-vgg",
+                *common]  # fmt: skip
+    if family == "finegan":
+        return ["train", "finegan", "--data", str(data["factors"]), "--z-dim", "8", "--backgrounds", "4", "--children",
+                "4", "--parents", "2", "--gf-dim", "4", "--df-dim", "4", "--residual", "1", "--steps", "4",
+                "--hard-steps", "2", "--hard-repeat", "2", "--batch-size", "2", *common]  # fmt: skip
+    if family == "mixnmatch":
+        return ["train", "mixnmatch", "--data", str(data["factors"]), "--z-dim", "8", "--backgrounds", "4", "--children",
+                "4", "--parents", "2", "--gf-dim", "4", "--df-dim", "4", "--encoder-dim", "4", "--bd-dim", "2",
+                "--bd-hidden", "8", "--fx-dim", "2", "--steps", "4", "--feature-steps", "2", "--batch-size", "2",
                 *common]  # fmt: skip
     return ["train", "stgan", "--data", str(data["placement"]), "--warps", "2", "--steps-per-stage", "2", "--d-steps",
             "2", "--g-widths", "4,8,8,8,8", "--d-widths", "4,8,8,8,8", "--fc", "16", "--batch-size", "4", "--lr-g",
@@ -376,7 +387,7 @@ def test_non_finite_values_are_logged_as_null(tmp_path):
 # ----------------------------------------------------------------------------- FID/IS/LPIPS in `test`
 
 
-IMAGE_METRIC_FAMILIES = ["deformgan", "stgan", "patn", "vunet"]  # families whose test reports generation_metrics
+IMAGE_METRIC_FAMILIES = list(cli.FAMILIES)  # families whose test reports generation_metrics
 
 
 @pytest.mark.parametrize("family", IMAGE_METRIC_FAMILIES)
@@ -412,7 +423,7 @@ def test_test_command_passes_the_weight_files(family, data, tmp_path, monkeypatc
                  "--inception", "i.pth", "--real-stats", "real.npz", "--lpips-backbone", "a.pth",
                  "--lpips-linear", "l.pth"]) == 0  # fmt: skip
     (generated, targets, files), = calls
-    images = sorted((evaluation / "images").glob("*.png"))
+    images = sorted((evaluation / "images").glob("code_*.png" if family == "mixnmatch" else "*.png"))
     assert generated.dtype == torch.uint8 and len(generated) == len(images)  # every test image, as saved
     saved = {np.asarray(Image.open(path)).tobytes() for path in images}
     assert all(np.ascontiguousarray(g.permute(1, 2, 0).numpy()).tobytes() in saved for g in generated)
