@@ -42,6 +42,7 @@ __all__ = [
     "write_once",
     "to_device",
     "cache_dir",
+    "factor_datasets",
     "synthetic_factors",
 ]
 
@@ -400,3 +401,17 @@ def synthetic_factors(count: int = 2000, progress: bool = True, info: DistInfo |
         synth_factors.write_factors(tmp, count=count, size=128, seed=0, progress=progress)
 
     return write_once(root, write, info)
+
+
+def factor_datasets(data: str | None, synth_count: int, progress: bool, info: DistInfo | None) -> tuple[Any, Any]:
+    """(training objects, objects for the sample grids: the test split, else the training
+    one) of a CUB-layout folder, or of the synthetic factor set without one
+    (`pydeform.data.cub.CUBObjects`; FineGAN and MixNMatch)."""
+    from pydeform.data.cub import CUBObjects
+
+    root = Path(data) if data is not None else synthetic_factors(synth_count, progress, info)
+    train_set = CUBObjects(root, "train")
+    try:
+        return train_set, CUBObjects(root, "test")
+    except ValueError:
+        return train_set, train_set

@@ -62,7 +62,7 @@ from pydeform.models.mixnmatch import (
 )
 from pydeform.nets.ema import ParameterEMA
 from pydeform.options import option
-from pydeform.train.common import atomic_write, check_minimum, save_image_grid, synthetic_factors
+from pydeform.train.common import atomic_write, check_minimum, factor_datasets, save_image_grid, synthetic_factors
 from pydeform.train.engine import (
     Data,
     EvalConfig,
@@ -225,15 +225,8 @@ class MixNMatchRecipe(Recipe):
 
     def open_data(self, run: Run) -> Data:
         config = self.config
-        if config.data is not None:
-            root = Path(config.data)
-        else:
-            root = synthetic_factors(config.synth_count, config.progress and run.info.is_main, run.info)
-        train_set = CUBObjects(root, "train")
-        try:
-            sample_set = CUBObjects(root, "test")
-        except ValueError:
-            sample_set = train_set
+        train_set, sample_set = factor_datasets(config.data, config.synth_count, config.progress and run.info.is_main,
+                                                run.info)  # fmt: skip
         return Data({"train": (train_set, 0)}, sample_set)
 
     def build(self, run: Run, state: dict[str, Any] | None) -> None:
