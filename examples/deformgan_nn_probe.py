@@ -3,6 +3,12 @@ term's gradient at the generator, and the NN weight chosen on a validation split
 
     python examples/deformgan_nn_probe.py grads OUT.json [--data DIR] [--checkpoint CKPT] [--batches 4]
     python examples/deformgan_nn_probe.py split DATA_DIR VAL_DIR [--val-fraction 0.2]
+    python examples/deformgan_nn_probe.py train VAL_DIR RUN --nn-weight W [--steps 300]
+    python examples/deformgan_nn_probe.py validate RUN/checkpoint.pt OUT VAL_EVAL_DIR
+
+The README's table: DATA_DIR = `write_pose_pairs(DIR, (128, 64), 100, 0, name="synth")`
+(the ablation's synthetic set), `split`, then `train` for W = 0.01, 1, 10 (300 steps) and
+`validate` on VAL_DIR with its test pairs cut to a seeded 96 (numpy default_rng(0)).
 
 `grads`: for a few training batches, the L2 norm over all generator parameters of the
 gradient of each term, unweighted and at its weight: the adversarial term (weight 1), the
@@ -104,6 +110,27 @@ def split(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_run(args: argparse.Namespace) -> int:
+    from pydeform.train.deformgan import train
+
+    config = TrainConfig(model=DeformGANConfig(variant="full", ngf=args.width, ndf=args.width), out=args.run,
+                         data=args.val_dir, name=args.name, steps=args.steps, batch_size=4, random_vgg=True,
+                         nn_weight=args.nn_weight, sample_every=0, checkpoint_every=50, log_every=5, workers=0,
+                         progress=False)
+    print(train(config), flush=True)
+    return 0
+
+
+def validate(args: argparse.Namespace) -> int:
+    from pydeform.train.deformgan import evaluate
+
+    result = evaluate(args.checkpoint, args.out, data=args.val_eval_dir, name=args.name, batch_size=8, workers=0,
+                      progress=False)
+    print(json.dumps({"step": result.get("step"), "generated": result["generated"],
+                      "copy_source": result["copy_source"]}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -121,6 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="market")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.set_defaults(run=split)
+    p = commands.add_parser("train")
+    p.add_argument("val_dir")
+    p.add_argument("run")
+    p.add_argument("--nn-weight", type=float, required=True)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--name", default="synth")
+    p.set_defaults(run=train_run)
+    p = commands.add_parser("validate")
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("val_eval_dir")
+    p.add_argument("--name", default="synth")
+    p.set_defaults(run=validate)
     args = parser.parse_args(argv)
     return args.run(args)
 
