@@ -38,7 +38,8 @@ from pydeform.models.deformgan import DeformGANConfig
 from pydeform.pose import read_annotations, write_annotations
 from pydeform.pose.pairs import make_pairs, write_pairs
 from pydeform.train.common import DistInfo
-from pydeform.train.deformgan import TrainConfig, _generator_inputs, build_networks
+from pydeform.train.deformgan import DeformGANRecipe, TrainConfig, _generator_inputs
+from pydeform.train.engine import Run
 
 
 def _grad_norm(loss: torch.Tensor, params: list[torch.Tensor]) -> float:
@@ -55,7 +56,8 @@ def grads(args: argparse.Namespace) -> int:
     if args.checkpoint:
         state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
         state = {k: v for k, v in state.items() if k in ("generator", "discriminator")}
-    networks = build_networks(config, info, None)
+    networks = DeformGANRecipe(config)
+    networks.build(Run(config, info), None)
     if state:
         networks.generator.load_state_dict(state["generator"])
         networks.discriminator.load_state_dict(state["discriminator"])
