@@ -271,8 +271,8 @@ def _add_synth_factors(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--bg-tie", type=float, default=0.6, help="probability that the background class equals the "
                    "texture class (default 0.6)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_synth_factors, parser=p)
 
 

@@ -26,12 +26,13 @@ def add_data_command(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("root", metavar="ROOT")
     p.add_argument("--out", required=True, metavar="DIR", help="e.g. data/fasion-dataset (gets train/ and test/)")
-    p.add_argument("--lists", nargs=2, metavar=("TRAIN", "TEST"), default=None)
+    p.add_argument("--lists", nargs=2, metavar=("TRAIN", "TEST"), default=None,
+                   help="the train and test lists: .lst files, or the published annotation or pairs CSVs")
     p.add_argument("--crop", action="store_true", help="write 256x176 crops (columns 40:216), Pose-Transfer's layout")
     p.add_argument("--jpeg-quality", type=int, default=75, help="with --crop (default 75, PIL's default)")
     p.add_argument("--prefix", default=None, help="flat-name prefix (default: the lists', else 'fashion')")
     p.add_argument("--overwrite", action="store_true", help="allow a non-empty --out")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_deepfashion_inshop, parser=p)
 
 

@@ -23,13 +23,13 @@ def _add_common(p: argparse.ArgumentParser, resize_default: str | None) -> None:
                    "pt_inception-2015-12-05-6726825d.pth or torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
     p.add_argument("--resize", choices=("torch-fidelity", "pytorch-fid"), default=resize_default,
                    help="Inception input resizing" + (" (default: the protocol's)" if resize_default is None else ""))
-    p.add_argument("--batch-size", type=int, default=50)
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch-size", type=int, default=50, help="images per Inception pass (default 50; the last batch is kept)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run the networks")
     p.add_argument("--cache", metavar="DIR", help="folder of cached statistics (keyed by image content and settings)")
     p.add_argument("--out", metavar="JSON", help="write the report here too")
     p.add_argument("--random-weights", action="store_true",
                    help="use random weights where no file is given (tests and smoke runs; the numbers mean nothing)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _inception(args: argparse.Namespace, resize: str):
@@ -145,9 +145,9 @@ def add_metrics_command(commands: argparse._SubParsersAction) -> None:
                          description="Generated images paired by file name with targets, scored as a paper did. "
                                      "patn: SSIM, IS (and mask-SSIM, mask-IS with --masks), DeepFashion padded "
                                      "176 -> 256; gfla: FID against --real-stats and LPIPS (AlexNet).")
-    p.add_argument("--generated", required=True, metavar="DIR")
-    p.add_argument("--targets", required=True, metavar="DIR")
-    p.add_argument("--protocol", required=True, choices=("patn", "gfla"))
+    p.add_argument("--generated", required=True, metavar="DIR", help="folder of generated images")
+    p.add_argument("--targets", required=True, metavar="DIR", help="folder of target images, paired by file name")
+    p.add_argument("--protocol", required=True, choices=("patn", "gfla"), help="patn: SSIM, IS, masks (Pose-Transfer / Deformable GAN scripts); gfla: FID and LPIPS")
     p.add_argument("--real-stats", metavar="DIR_OR_NPZ", help="gfla: real images or their statistics (.npz)")
     p.add_argument("--masks", metavar="DIR", help="patn: body masks by file name (white = body)")
     p.add_argument("--lpips-backbone", metavar="PATH", help="gfla: torchvision alexnet state dict")
@@ -161,7 +161,7 @@ def add_metrics_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("a", metavar="DIR_OR_NPZ")
     p.add_argument("b", metavar="DIR_OR_NPZ")
     p.add_argument("--kid", action="store_true", help="also KID (both sets must be folders)")
-    p.add_argument("--kid-subset-size", type=int, default=1000)
+    p.add_argument("--kid-subset-size", type=int, default=1000, help="images per KID subset (default 1000, torch-fidelity's)")
     p.add_argument("--save-stats", metavar="NPZ", help="write the first set's statistics here")
     _add_common(p, "torch-fidelity")
     p.set_defaults(run=_run_fid)
@@ -169,6 +169,6 @@ def add_metrics_command(commands: argparse._SubParsersAction) -> None:
     p = kinds.add_parser("is", help="Inception Score of an image folder",
                          description="Inception Score (10 splits in file-name order, no shuffle).")
     p.add_argument("folder", metavar="DIR")
-    p.add_argument("--splits", type=int, default=10)
+    p.add_argument("--splits", type=int, default=10, help="splits of the Inception Score (default 10)")
     _add_common(p, "torch-fidelity")
     p.set_defaults(run=_run_is)

@@ -28,7 +28,7 @@ def add_pose_command(commands: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("json_dir", metavar="JSON_DIR")
-    p.add_argument("--out", required=True, metavar="ANNOTATION.csv")
+    p.add_argument("--out", required=True, metavar="ANNOTATION.csv", help="the annotation CSV to write")
     p.add_argument("--model", choices=("coco18", "body25"), default="coco18",
                    help="OpenPose model that wrote the files: COCO (18 joints) or BODY_25 (default coco18)")
     p.add_argument("--min-confidence", type=float, default=0.1, help="joints below it are missing (default 0.1)")
@@ -46,14 +46,14 @@ def add_pose_command(commands: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("annotation", metavar="ANNOTATION.csv")
-    p.add_argument("--out", required=True, metavar="PAIRS.csv")
+    p.add_argument("--out", required=True, metavar="PAIRS.csv", help="the pairs CSV to write")
     p.add_argument("--identity", default="market", help="market (default), deepfashion, or a regular expression")
     p.add_argument("--require", default="Rsho,Lsho,Rhip,Lhip",
                    help="comma-separated joints an image must have (default Rsho,Lsho,Rhip,Lhip; '' for none)")
     p.add_argument("--min-joints", type=int, default=0, help="and at least this many joints (default 0)")
     p.add_argument("--keep-distractors", action="store_true", help="with --identity market: keep 0000/-1 images")
     p.add_argument("--max-pairs", type=int, default=None, help="keep a seeded random subset of this many pairs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of --max-pairs' subset (default 0)")
     p.set_defaults(run=_run_make_pairs, parser=p)
 
 

@@ -318,14 +318,22 @@ def test_lr_nan_is_a_usage_error(tmp_path, capsys):
 
 
 def test_every_flag_has_help_and_train_lists_the_families(capsys):
+    import argparse
+
+    def flags_without_help(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from flags_without_help(sub, [*path, name])
+            elif action.option_strings and not action.help:
+                yield " ".join(path), action.option_strings
+
     parser = cli.build_parser()
+    assert list(flags_without_help(parser, [])) == []  # every command, every flag
     commands = next(a for a in parser._actions if a.dest == "command").choices
     for command in ("train", "test"):
         families = next(a for a in commands[command]._actions if a.dest == "model").choices
         assert set(families) == set(cli.FAMILIES)
-        for sub in families.values():
-            for action in sub._actions:
-                assert action.help, f"{command} {sub.prog}: {action.option_strings} has no help"
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
