@@ -25,7 +25,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["option", "Option", "options", "flat_values", "flatten_dict", "from_flat", "parse_text", "jsonable", "RESUME_POLICIES"]
+__all__ = ["option", "Option", "options", "flat_values", "flatten_dict", "from_flat", "parse_text", "jsonable", "check_ints", "RESUME_POLICIES"]
 
 RESUME_POLICIES = ("fixed", "apply", "free")
 
@@ -142,6 +142,16 @@ def from_flat(cls: type, values: dict[str, Any]) -> Any:
         elif field.name in values:
             kwargs[field.name] = values[field.name]
     return cls(**kwargs)
+
+
+def check_ints(config: Any, names: tuple[str, ...], minimum: int = 1) -> None:
+    """Raise ValueError unless config.<name> is an int (not a bool) >= minimum, for each
+    name: the check every model config makes of its widths and counts."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            expected = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+            raise ValueError(f"{name} must be {expected}, got {value!r}")
 
 
 def jsonable(value: Any) -> Any:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pydeform.nn import DeformableSkip
-from pydeform.options import option
+from pydeform.options import check_ints, option
 from pydeform.pose import NUM_JOINTS, NUM_PARTS
 
 __all__ = [
@@ -116,10 +116,7 @@ class DeformGANConfig:
             raise ValueError(f"norm must be one of {list(NORMS)}, got {self.norm!r}")
         if self.size is not None:
             self.size = tuple(int(s) for s in self.size)  # JSON round trips give lists
-        for name in ("ngf", "ndf", "d_layers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_ints(self, ("ngf", "ndf", "d_layers"))
         blocks, (height, width) = self.blocks, self.image_size
         if blocks < NUM_SKIP_LEVELS + 1:
             raise ValueError(f"num_blocks must be >= {NUM_SKIP_LEVELS + 1}, got {blocks}")

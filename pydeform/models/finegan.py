@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pydeform.options import option
+from pydeform.options import check_ints, option
 
 __all__ = [
     "FineGANConfig",
@@ -91,12 +91,8 @@ class FineGANConfig:
     residual: int = option(2, "residual blocks per stage (FineGAN's R_NUM)")
 
     def __post_init__(self) -> None:
-        for name in ("z_dim", "backgrounds", "parents", "children", "gf_dim", "df_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.residual, bool) or not isinstance(self.residual, int) or self.residual < 0:
-            raise ValueError(f"residual must be an int >= 0, got {self.residual!r}")
+        check_ints(self, ("z_dim", "backgrounds", "parents", "children", "gf_dim", "df_dim"))
+        check_ints(self, ("residual",), minimum=0)
         if self.gf_dim % 4:
             raise ValueError(f"gf_dim must be a multiple of 4 (the child stage has gf_dim / 4 channels), got {self.gf_dim}")
         if self.children % self.parents:

@@ -58,7 +58,7 @@ from pydeform.models.finegan import (
     one_hot,
     tie_codes,
 )
-from pydeform.options import option
+from pydeform.options import check_ints, option
 
 __all__ = [
     "MixNMatchConfig",
@@ -91,11 +91,8 @@ class MixNMatchConfig:
     fx_dim: int = option(32, "feature extractor (U-Net) width")
 
     def __post_init__(self) -> None:
-        for name in ("z_dim", "backgrounds", "parents", "children", "gf_dim", "df_dim", "encoder_dim", "bd_dim",
-                     "bd_hidden", "fx_dim"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_ints(self, ("z_dim", "backgrounds", "parents", "children", "gf_dim", "df_dim", "encoder_dim", "bd_dim",
+                          "bd_hidden", "fx_dim"))  # fmt: skip
         if self.gf_dim % 4:
             raise ValueError(f"gf_dim must be a multiple of 4, got {self.gf_dim}")
         if self.df_dim % 2:

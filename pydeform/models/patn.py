@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pydeform.options import option
+from pydeform.options import check_ints, option
 
 __all__ = [
     "PATNConfig",
@@ -123,12 +123,8 @@ class PATNConfig:
             self.size = tuple(int(s) for s in self.size)  # JSON round trips give lists
             if len(self.size) != 2:
                 raise ValueError(f"size must be (H, W), got {self.size}")
-        for name in ("ngf", "ndf", "n_blocks", "inner_blocks"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.d_blocks, bool) or not isinstance(self.d_blocks, int) or self.d_blocks < 0:
-            raise ValueError(f"d_blocks must be an int >= 0, got {self.d_blocks!r}")
+        check_ints(self, ("ngf", "ndf", "n_blocks", "inner_blocks"))
+        check_ints(self, ("d_blocks",), minimum=0)
         height, width = self.image_size
         # Two stride-2 convs down and two transposed convs up give back the size exactly
         # only when 4 divides it; reflect padding needs at least 4 pixels at H/4 (pad 3 at full size).
