@@ -3,7 +3,7 @@
 # split and budget of the Deformable GAN ablation (examples/deformgan_ablation.sh: 1000 steps
 # at batch 4, ngf = ndf = 32, constant learning rate), then `pydeform test patn` on the 600
 # test pairs and the table beside copy-the-source and the Deformable GAN's dsc variant.
-# Usage: examples/patn_table.sh [OUT] [STEPS] [DEFORMGAN_ABLATION_OUT]
+# Usage: [BLOCKS="patb nested"] examples/patn_table.sh [OUT] [STEPS] [DEFORMGAN_ABLATION_OUT]
 #
 # The default --niter 500 epochs of 4,000 pairs keep the learning rate constant over the 1000
 # steps, as in the Deformable GAN runs. The perceptual (and, for nested, style) losses use
@@ -17,23 +17,24 @@ ablation=${3:-runs/deformgan-ablation}
 vgg=(--random-vgg)
 if [[ -n "${VGG19:-}" ]]; then vgg=(--vgg19 "$VGG19"); fi
 
-for block in patb nested; do
+for block in ${BLOCKS:-patb nested}; do
     pydeform train patn --block "$block" --out "$out/$block" --steps "$steps" --ngf 32 --ndf 32 --batch-size 4 \
         --sample-every 500 --checkpoint-every 100 --resume "${vgg[@]}"
     pydeform test patn --checkpoint "$out/$block/checkpoint.pt" --out "$out/$block/test"
 done
 if [[ ! -f "$ablation/dsc/test/metrics.json" ]]; then
-    pydeform train deformgan --out "$ablation/dsc" --variant dsc --steps "$steps" --ngf 32 --ndf 32 --batch-size 4 \
-        --ops pydeform --sample-every 500 --resume
-    pydeform test deformgan --checkpoint "$ablation/dsc/checkpoint.pt" --out "$ablation/dsc/test"
+    VARIANTS=dsc "$(dirname "$0")/deformgan_ablation.sh" "$ablation" "$steps"
 fi
 python3 - "$out" "$ablation" <<'PY'
 import json, sys
+from pathlib import Path
 out, ablation = sys.argv[1:]
 dsc = json.load(open(f"{ablation}/dsc/test/metrics.json"))
 rows = {"copy the source": dsc["copy_source"], "Deformable GAN dsc": dsc["generated"]}
 attention = {}
 for block in ("patb", "nested"):
+    if not (Path(out) / block / "test" / "metrics.json").is_file():
+        continue
     metrics = json.load(open(f"{out}/{block}/test/metrics.json"))
     rows[f"PATN {block}"] = metrics["generated"]
     attention[block] = metrics["attention"]
