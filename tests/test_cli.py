@@ -88,6 +88,31 @@ def test_bare_checkout_trains_on_synthetic_data_then_tests(tmp_path, monkeypatch
     assert metrics["copy_source"]["l1"] == pytest.approx(want, abs=1e-4)
     assert 0 < metrics["copy_source"]["ssim"] < 1
 
+    # Pose kept, by a keypoint detector the user names: the PCKh and keypoint error of
+    # detecting the written images directly against the target keypoints.
+    from pydeform.metrics.detector import detect, load_detector, train_detector
+    from pydeform.metrics.keypoints import keypoint_error, pckh
+
+    train_detector(cache, "synth", tmp_path / "det.pt", steps=2, batch_size=2, width=8, progress=False)
+    code, printed = run_cli(["test", "deformgan", "--checkpoint", str(run / "checkpoint.pt"), "--out",
+                             str(tmp_path / "eval-pose"), "--no-progress", "--detector", str(tmp_path / "det.pt")],
+                            capsys)  # fmt: skip
+    assert code == 0 and "PCKh@0.5" in printed.out
+    pose = json.loads((tmp_path / "eval-pose" / "metrics.json").read_text())["pose"]
+    detector = load_detector(tmp_path / "det.pt")
+    written = torch.stack([torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1).float() / 127.5 - 1
+                           for path in images])  # fmt: skip
+    names = [f"{s[:-4]}___{t[:-4]}.png" for s, t in test_set.pairs]
+    order = [names.index(path.name) for path in images]
+    with torch.no_grad():
+        detected = detect(detector, written).numpy()
+    target = np.stack([test_set[i]["target_kp"].numpy() for i in order])
+    correct, counted = pckh(detected, target)
+    total, joints = keypoint_error(detected, target)
+    assert pose["joints"] == counted > 0
+    assert pose["pckh"] == pytest.approx(correct / counted)
+    assert pose["keypoint_error"] == pytest.approx(total / joints, rel=1e-5)
+
     # Resuming a finished run has nothing to do.
     code, printed = run_cli(["train", "deformgan", "--random-vgg", "--size", "64x32", "--ngf", "4", "--ndf", "4",
                              "--steps", "2", "--synth-identities", "3", "--out", str(run), "--resume",

@@ -38,9 +38,15 @@ from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig,
 from pydeform.options import option
 from pydeform.pose import stickman
 from pydeform.train.common import DistInfo, atomic_write, check_minimum, render_pose
-from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
-from pydeform.train.pose_transfer import SYNTH_NAME, format_metrics, synthetic_pose_pairs, test_pose_pairs
+from pydeform.train.pose_transfer import (
+    SYNTH_NAME,
+    PoseTestConfig,
+    format_metrics,
+    synthetic_pose_pairs,
+    test_pose_pairs,
+)
 
 __all__ = [
     "TrainConfig",
@@ -105,7 +111,7 @@ class TrainConfig(RunConfig):
 
 
 @dataclass
-class TestConfig(EvalConfig):
+class TestConfig(PoseTestConfig):
     """Generate the test split with a trained Deformable GAN (eval mode); write the images,
     OUT/samples.png and OUT/metrics.json (SSIM, mask-SSIM, L1, PSNR of the generated images
     and of the copy-the-source baseline)."""
@@ -179,6 +185,7 @@ def evaluate(
     workers: int = 0,
     ops: str | None = None,
     progress: bool = True,
+    detector: str | None = None,
     **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """Generate the test split with a trained generator and measure it.
@@ -190,7 +197,8 @@ def evaluate(
     out/samples.png (the first pairs as source | target pose | generated | real) and
     out/metrics.json: {"generated": {ssim, mask_ssim, l1, psnr}, "copy_source": {...},
     "image_metrics", "pairs", "step", ...}: `pydeform.train.pose_transfer.test_pose_pairs`
-    (mask-SSIM uses the items' target_mask; FID/IS/LPIPS with `image_metric_files`).
+    (mask-SSIM uses the items' target_mask; FID/IS/LPIPS with `image_metric_files`; "pose",
+    PCKh and keypoint error, with a `detector` checkpoint).
     Returns that dict.
     """
     state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "Deformable GAN")
@@ -215,7 +223,7 @@ def evaluate(
     result = test_pose_pairs(
         test_set, Path(out), lambda batch: generator(*_generator_inputs(batch)),
         lambda batch, fake: _sample_rows(generator, batch, nullcontext()), desc="deformgan test", device=device,
-        batch_size=batch_size, workers=workers, progress=progress, **image_metric_files,
+        batch_size=batch_size, workers=workers, progress=progress, detector=detector, **image_metric_files,
     )  # fmt: skip
     result.update(step=int(state["step"]), checkpoint=str(checkpoint), data=str(root), config=model_config.to_dict())
     atomic_write(Path(out) / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))

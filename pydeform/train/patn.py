@@ -44,9 +44,15 @@ from pydeform.nets.vgg import LAYERS, VGG19Features
 from pydeform.options import option
 from pydeform.pose import stickman
 from pydeform.train.common import ImagePool, atomic_write, check_minimum, render_pose, save_image_grid
-from pydeform.train.engine import Data, EvalConfig, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
-from pydeform.train.pose_transfer import SYNTH_NAME, format_metrics, synthetic_pose_pairs, test_pose_pairs
+from pydeform.train.pose_transfer import (
+    SYNTH_NAME,
+    PoseTestConfig,
+    format_metrics,
+    synthetic_pose_pairs,
+    test_pose_pairs,
+)
 
 __all__ = ["TrainConfig", "TestConfig", "PATNRecipe", "PATNPairs", "lr_factor", "train", "evaluate", "summary"]
 
@@ -183,7 +189,7 @@ class TrainConfig(RunConfig):
 
 
 @dataclass
-class TestConfig(EvalConfig):
+class TestConfig(PoseTestConfig):
     """Generate the test split with a trained PATN (eval mode); write the images,
     OUT/samples.png, OUT/attention.png (the attention masks of blocks 1..9, the paper's figure
     4) and OUT/metrics.json (SSIM, mask-SSIM, L1, PSNR of the generated images and of the
@@ -491,6 +497,7 @@ def evaluate(
     workers: int = 0,
     attention_pairs: int = 4,
     progress: bool = True,
+    detector: str | None = None,
     **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """Generate the test split with a trained generator (eval mode) and measure it.
@@ -500,7 +507,9 @@ def evaluate(
     l1, psnr}, "copy_source": {...}, "attention": {"inside", "outside", "ratio" of the last
     block, "blocks": [{inside, outside, ratio} for blocks 1..n]}, "pairs", "step", ...}.
     The attention numbers are the mean of the channel-mean mask over all test pixels inside
-    (outside) the target's body mask (`target_mask`, mask-SSIM's mask). Returns that dict.
+    (outside) the target's body mask (`target_mask`, mask-SSIM's mask). With a `detector`
+    checkpoint, "pose": PCKh and keypoint error (`pydeform.train.pose_transfer.PoseScores`).
+    Returns that dict.
     """
     state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "PATN")
     model_config = PATNConfig.from_dict(state["config"])
@@ -538,7 +547,7 @@ def evaluate(
 
     out = Path(out)
     result = test_pose_pairs(test_set, out, generate, sample_rows, desc="patn test", device=device,
-                             batch_size=batch_size, workers=workers, progress=progress,
+                             batch_size=batch_size, workers=workers, progress=progress, detector=detector,
                              **image_metric_files)  # fmt: skip
     save_image_grid(figure_rows, out / "attention.png")
 

@@ -7,27 +7,36 @@ the cached synthetic pose-pair set and the test protocol's image conversion and 
   authors' test protocol (their test.py), which PATN's scripts (tool/getMetrics_*.py) follow
   for SSIM and mask-SSIM as well: generated images truncated to 8 bits, SSIM with a Gaussian
   window on [0, 255], mask-SSIM with the target's body mask, L1 on [-1, 1], PSNR.
+- `PoseTestConfig`, `PoseScores`: pose kept, measured as the Variational U-Net's Table 2
+  does it, by detecting the keypoints again in the generated images (a detector checkpoint
+  the user names, `pydeform.metrics.detector`): PCKh@0.5 and the mean keypoint error
+  against the target pose, the same column for every family.
 """
 from __future__ import annotations
 
 import importlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pydeform.errors import user_errors
 from pydeform.train.common import DistInfo, cache_dir, save_image_grid, to_device, write_once
-from pydeform.train.engine import ImageMetrics, format_image_metrics
+from pydeform.options import option
+from pydeform.train.engine import EvalConfig, ImageMetrics, format_image_metrics
 
 __all__ = [
     "test_pose_pairs",
+    "PoseTestConfig",
+    "PoseScores",
     "SYNTH_NAME",
     "SYNTH_SEED",
     "synthetic_pose_pairs",
@@ -89,6 +98,53 @@ def image_name(batch: dict[str, Any], offset: int, index: int) -> str:
     return f"{index:06d}.png"
 
 
+@dataclass
+class PoseTestConfig(EvalConfig):
+    """The settings of every pose-transfer family's `test`."""
+
+    detector: str | None = option(None, "keypoint detector checkpoint (python -m pydeform.metrics.detector): adds "
+                                  "PCKh@0.5 and the mean keypoint error of the generated images against the target "
+                                  "pose", metavar="PATH")  # fmt: skip
+
+
+class PoseScores:
+    """PCKh@0.5 and the mean keypoint error (pixels) of the keypoints a detector finds in
+    generated images, against the target pose, at the dataset's own image size (the
+    Pose-Transfer evaluation's `calPCKH`, `pydeform.metrics.pckh`)."""
+
+    def __init__(self, detector: str, device: str | torch.device) -> None:
+        from pydeform.metrics.detector import load_detector
+
+        with user_errors():
+            self.model = load_detector(detector, device)
+        self.path, self.sums = str(detector), [0, 0, 0.0, 0]  # PCKh correct, counted; error sum, joints
+
+    def add(self, images: Tensor, batch: dict[str, Any]) -> None:
+        """images (B, 3, h, w) in [-1, 1], resized to the target's size when they differ."""
+        from pydeform.metrics.detector import detect
+        from pydeform.metrics.keypoints import keypoint_error, pckh
+
+        target = batch.get("target_kp_native", batch["target_kp"]).cpu().numpy()
+        size = batch.get("target_native", batch["target"]).shape[-2:]
+        if tuple(images.shape[-2:]) != tuple(size):
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        detected = detect(self.model, images.clamp(-1, 1)).cpu().numpy()
+        correct, counted = pckh(detected, target)
+        total, joints = keypoint_error(detected, target)
+        for index, value in enumerate((correct, counted, total, joints)):
+            self.sums[index] += value
+
+    def result(self) -> dict[str, Any]:
+        correct, counted, total, joints = self.sums
+        return {"pckh": correct / max(counted, 1), "keypoint_error": total / max(joints, 1), "joints": counted,
+                "detector": self.path}  # fmt: skip
+
+
+def format_pose(pose: dict[str, Any]) -> str:
+    return (f"pose: PCKh@0.5 {pose['pckh']:.4f}, mean keypoint error {pose['keypoint_error']:.2f} px "
+            f"({pose['joints']} target joints)")  # fmt: skip
+
+
 def test_pose_pairs(
     test_set: Dataset,
     out: Path,
@@ -100,6 +156,7 @@ def test_pose_pairs(
     batch_size: int = 8,
     workers: int = 0,
     progress: bool = True,
+    detector: str | None = None,
     **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """The test protocol of every pose-transfer family: the test pairs in order, through
@@ -108,11 +165,13 @@ def test_pose_pairs(
     images that are scored) and out/samples.png (sample_rows of the first batch, at most 4
     pairs). Returns {"generated", "copy_source"} (means of `metric_sums` over the pairs),
     "image_metrics" (FID/IS/LPIPS against the targets when weight files are named, else
-    what was skipped and why, see `pydeform.train.engine.ImageMetrics`) and "pairs"."""
+    what was skipped and why, see `pydeform.train.engine.ImageMetrics`), "pairs" and, with a
+    `detector` checkpoint, "pose" (`PoseScores`)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
     sums: dict[str, dict[str, float]] = {"generated": {}, "copy_source": {}}
     image_metrics = ImageMetrics(device, progress, **image_metric_files)
+    pose = PoseScores(detector, device) if detector is not None else None
     count, batches = 0, iter(tqdm(loader, desc=desc, unit="batch", disable=not progress))
     with torch.no_grad():
         while True:
@@ -132,18 +191,23 @@ def test_pose_pairs(
             target, mask = to_uint8_values(batch["target"], truncate=False), batch["target_mask"].float()
             source = to_uint8_values(batch["source"], truncate=False)
             image_metrics.add(generated.to(torch.uint8), target.to(torch.uint8))
+            if pose is not None:
+                pose.add(generated / 127.5 - 1, batch)  # the 8-bit images that are written and scored
             for key, prediction in (("generated", generated), ("copy_source", source)):
                 for metric, value in metric_sums(prediction, target, mask).items():
                     sums[key][metric] = sums[key].get(metric, 0.0) + value
             count += fake.shape[0]
     if count == 0:
         raise ValueError("the test split is empty")
-    return {
+    result = {
         "generated": {k: v / count for k, v in sums["generated"].items()},
         "copy_source": {k: v / count for k, v in sums["copy_source"].items()},
         "image_metrics": image_metrics.result(),
         "pairs": count,
     }
+    if pose is not None:
+        result["pose"] = pose.result()
+    return result
 
 
 def format_metrics(result: dict[str, Any]) -> str:
@@ -156,5 +220,7 @@ def format_metrics(result: dict[str, Any]) -> str:
         lines.append(f"{key:12s}" + "".join(cells))
     if "image_metrics" in result:
         lines.append(format_image_metrics(result["image_metrics"]))
+    if "pose" in result:
+        lines.append(format_pose(result["pose"]))
     lines.append(f"{result['pairs']} test pairs, checkpoint step {result['step']}")
     return "\n".join(lines)

@@ -52,7 +52,6 @@ from pydeform.train.common import (
 )
 from pydeform.train.engine import (
     Data,
-    EvalConfig,
     ImageMetrics,
     Recipe,
     Run,
@@ -61,7 +60,14 @@ from pydeform.train.engine import (
     open_checkpoint,
 )
 from pydeform.train.engine import train as run_training
-from pydeform.train.pose_transfer import metric_sums, synthetic_pose_pairs, to_uint8_values
+from pydeform.train.pose_transfer import (
+    PoseScores,
+    PoseTestConfig,
+    format_pose,
+    metric_sums,
+    synthetic_pose_pairs,
+    to_uint8_values,
+)
 
 __all__ = [
     "RANDOM_VGG_NOTE",
@@ -169,7 +175,7 @@ class TrainConfig(RunConfig):
 
 
 @dataclass
-class TestConfig(EvalConfig):
+class TestConfig(PoseTestConfig):
     """Run a trained Variational U-Net on the test split: transfer (posterior mean of the
     source's crops, decoded with the target's stickman), reconstruct (the same with the
     source's own stickman: the paper's Table 1 protocol, never comparable to transfer), or
@@ -180,9 +186,6 @@ class TestConfig(EvalConfig):
     index: str | None = option(None, "the index.p to read (default: as in training)", metavar="PATH")
     name: str | None = option(None, "file prefix of the pose-pair set (default: as in training)")
     seed: int = option(0, "seed of the prior samples")
-    detector: str | None = option(None, "keypoint detector checkpoint (python -m pydeform.metrics.detector): adds "
-                                  "PCKh@0.5 and the mean keypoint error of the generated images against the target "
-                                  "pose (transfer, sample)", metavar="PATH")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- data
@@ -321,8 +324,7 @@ class VUNetRecipe(Recipe):
             if key in result:
                 lines.append(f"{key:12s}" + "".join(f" {k}={v:.4f}" for k, v in result[key].items()))
         if "pose" in result:
-            lines.append(f"pose: PCKh@0.5 {result['pose']['pckh']:.4f}, mean keypoint error "
-                         f"{result['pose']['keypoint_error']:.2f} px ({result['pose']['joints']} target joints)")
+            lines.append(format_pose(result["pose"]))
         if "sample_std" in result:
             lines.append(f"mean per-pixel std across {NUM_PRIOR_SAMPLES} prior samples: {result['sample_std']:.4f}")
         return "\n".join(lines)
@@ -334,25 +336,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- testing
-
-
-def _pose_scores(detector_model: Any, images: Tensor, batch: dict[str, Any], sums: list) -> None:
-    """Add the PCKh and keypoint-error counts of `images` (square, [-1, 1]) against the
-    batch's target pose, at the dataset's own size, to `sums`."""
-    from pydeform.metrics.detector import detect
-    from pydeform.metrics.keypoints import keypoint_error, pckh
-
-    target = batch.get("target_kp_native", batch["target_kp"])
-    size = batch["target_native"].shape[-2:] if "target_native" in batch else images.shape[-2:]
-    if tuple(images.shape[-2:]) != tuple(size):
-        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    detected = detect(detector_model, images.clamp(-1, 1)).cpu().numpy()
-    correct, counted = pckh(detected, target.cpu().numpy())
-    total, joints = keypoint_error(detected, target.cpu().numpy())
-    sums[0] += correct
-    sums[1] += counted
-    sums[2] += total
-    sums[3] += joints
 
 
 def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | os.PathLike | None = None,
@@ -385,13 +368,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
             index, data = trained.get("index"), trained.get("data")
         _, pairs = _datasets(config, data, index, name or trained.get("name"), trained.get("synth_identities", 100),
                              progress, None, train=False)  # fmt: skip
-    keypoint_model = None
-    if detector is not None and mode != "reconstruct":
-        from pydeform.metrics.detector import load_detector
-
-        with user_errors():
-            keypoint_model = load_detector(detector, torch_device)
-    pose_sums = [0, 0, 0.0, 0]  # PCKh correct, counted; keypoint error sum, joints
+    pose_scores = PoseScores(detector, torch_device) if detector is not None and mode != "reconstruct" else None
     model = VUNet(config).to(torch_device)
     model.load_state_dict(state["model"])
     model.eval()
@@ -414,9 +391,9 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
                 samples = torch.stack([model.sample(batch["target_stickman"]) for _ in range(NUM_PRIOR_SAMPLES)])
                 std_sum += float(samples.clamp(-1, 1).std(dim=0, unbiased=False).mean(dim=(1, 2, 3)).sum())
                 outputs = samples[0]
-                if keypoint_model is not None:
+                if pose_scores is not None:
                     for sample in samples:
-                        _pose_scores(keypoint_model, sample, batch, pose_sums)
+                        pose_scores.add(sample, batch)
             else:
                 pose = batch["source_stickman"] if mode == "reconstruct" else batch["target_stickman"]
                 outputs = model.transfer(_crops(model, batch), pose)
@@ -431,8 +408,8 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
                     if source.shape[-2:] != reference.shape[-2:]:
                         source = F.interpolate(source, size=reference.shape[-2:], mode="bilinear", align_corners=False)
                     predictions["copy_source"] = source
-                if keypoint_model is not None and mode == "transfer":
-                    _pose_scores(keypoint_model, outputs, batch, pose_sums)
+                if pose_scores is not None:
+                    pose_scores.add(outputs, batch)
                 target = to_uint8_values(reference, truncate=False)
                 image_metrics.add(to_uint8_values(scored, truncate=True).to(torch.uint8), target.to(torch.uint8))
                 for key, prediction in predictions.items():
@@ -458,8 +435,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
     result["image_metrics"] = image_metrics.result()
     if mode == "sample":
         result["sample_std"] = std_sum / count
-    if keypoint_model is not None:
-        result["pose"] = {"pckh": pose_sums[0] / max(pose_sums[1], 1), "keypoint_error": pose_sums[2] / max(pose_sums[3], 1),
-                          "joints": pose_sums[1], "detector": str(detector)}  # fmt: skip
+    if pose_scores is not None:
+        result["pose"] = pose_scores.result()
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
     return result
