@@ -112,6 +112,10 @@ def test_bare_checkout_trains_on_synthetic_data_then_tests(tmp_path, monkeypatch
     assert pose["joints"] == counted > 0
     assert pose["pckh"] == pytest.approx(correct / counted)
     assert pose["keypoint_error"] == pytest.approx(total / joints, rel=1e-5)
+    copied = json.loads((tmp_path / "eval-pose" / "metrics.json").read_text())["copy_source_pose"]
+    with torch.no_grad():
+        detected = detect(detector, torch.stack([test_set[i]["source"] for i in order])).numpy()
+    assert copied["pckh"] == pytest.approx(pckh(detected, target)[0] / counted)
 
     # Resuming a finished run has nothing to do.
     code, printed = run_cli(["train", "deformgan", "--random-vgg", "--size", "64x32", "--ngf", "4", "--ndf", "4",

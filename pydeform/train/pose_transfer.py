@@ -166,12 +166,13 @@ def test_pose_pairs(
     pairs). Returns {"generated", "copy_source"} (means of `metric_sums` over the pairs),
     "image_metrics" (FID/IS/LPIPS against the targets when weight files are named, else
     what was skipped and why, see `pydeform.train.engine.ImageMetrics`), "pairs" and, with a
-    `detector` checkpoint, "pose" (`PoseScores`)."""
+    `detector` checkpoint, "pose" and "copy_source_pose" (`PoseScores`)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
     sums: dict[str, dict[str, float]] = {"generated": {}, "copy_source": {}}
     image_metrics = ImageMetrics(device, progress, **image_metric_files)
-    pose = PoseScores(detector, device) if detector is not None else None
+    # Pose kept: the generated images, and copying the source as the baseline that keeps none.
+    poses = {key: PoseScores(detector, device) for key in ("generated", "copy_source")} if detector else {}
     count, batches = 0, iter(tqdm(loader, desc=desc, unit="batch", disable=not progress))
     with torch.no_grad():
         while True:
@@ -191,8 +192,9 @@ def test_pose_pairs(
             target, mask = to_uint8_values(batch["target"], truncate=False), batch["target_mask"].float()
             source = to_uint8_values(batch["source"], truncate=False)
             image_metrics.add(generated.to(torch.uint8), target.to(torch.uint8))
-            if pose is not None:
-                pose.add(generated / 127.5 - 1, batch)  # the 8-bit images that are written and scored
+            if poses:
+                poses["generated"].add(generated / 127.5 - 1, batch)  # the 8-bit images written and scored
+                poses["copy_source"].add(batch["source"], batch)
             for key, prediction in (("generated", generated), ("copy_source", source)):
                 for metric, value in metric_sums(prediction, target, mask).items():
                     sums[key][metric] = sums[key].get(metric, 0.0) + value
@@ -205,8 +207,8 @@ def test_pose_pairs(
         "image_metrics": image_metrics.result(),
         "pairs": count,
     }
-    if pose is not None:
-        result["pose"] = pose.result()
+    if poses:
+        result["pose"], result["copy_source_pose"] = poses["generated"].result(), poses["copy_source"].result()
     return result
 
 
@@ -222,5 +224,7 @@ def format_metrics(result: dict[str, Any]) -> str:
         lines.append(format_image_metrics(result["image_metrics"]))
     if "pose" in result:
         lines.append(format_pose(result["pose"]))
+    if "copy_source_pose" in result:
+        lines.append(f"copy the source {format_pose(result['copy_source_pose'])}")
     lines.append(f"{result['pairs']} test pairs, checkpoint step {result['step']}")
     return "\n".join(lines)
