@@ -15,6 +15,8 @@ out=${1:-runs/deformgan-ablation}
 steps=${2:-1000}
 vgg=(--random-vgg)
 if [[ -n "${VGG19:-}" ]]; then vgg=(--vgg19 "$VGG19"); fi
+detector=()  # DETECTOR=det.pt (python -m pydeform.metrics.detector train): adds the PCKh column
+if [[ -n "${DETECTOR:-}" ]]; then detector=(--detector "$DETECTOR"); fi
 declare -A flags=(
     [baseline]="--variant baseline"
     [dsc]="--variant dsc"
@@ -26,7 +28,7 @@ for name in ${VARIANTS:-baseline dsc full full-nn0.01}; do
     pydeform train deformgan --out "$out/$name" ${flags[$name]} --steps "$steps" \
         --ngf 32 --ndf 32 --batch-size 4 --ops pydeform --sample-every 500 --checkpoint-every 100 \
         --resume "${vgg[@]}"
-    pydeform test deformgan --checkpoint "$out/$name/checkpoint.pt" --out "$out/$name/test"
+    pydeform test deformgan --checkpoint "$out/$name/checkpoint.pt" --out "$out/$name/test" "${detector[@]}"
 done
 python3 - "$out" <<'PY'
 import json, sys
@@ -37,9 +39,10 @@ for name in ("baseline", "dsc", "full", "full-nn0.01"):
     path = out / name / "test" / "metrics.json"
     if path.is_file():
         metrics = json.loads(path.read_text())
-        rows.setdefault("copy the source", metrics["copy_source"])
-        rows[name] = metrics["generated"]
-print("| model | SSIM | mask-SSIM | L1 | PSNR |\n|---|---:|---:|---:|---:|")
-for name, m in rows.items():
-    print(f"| {name} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['l1']:.3f} | {m['psnr']:.2f} |")
+        rows.setdefault("copy the source", (metrics["copy_source"], metrics.get("copy_source_pose")))
+        rows[name] = (metrics["generated"], metrics.get("pose"))
+print("| model | SSIM | mask-SSIM | L1 | PSNR | PCKh@0.5 |\n|---|---:|---:|---:|---:|---:|")
+for name, (m, pose) in rows.items():
+    pckh = f"{pose['pckh']:.3f}" if pose else ""
+    print(f"| {name} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['l1']:.3f} | {m['psnr']:.2f} | {pckh} |")
 PY

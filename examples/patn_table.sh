@@ -16,11 +16,13 @@ steps=${2:-1000}
 ablation=${3:-runs/deformgan-ablation}
 vgg=(--random-vgg)
 if [[ -n "${VGG19:-}" ]]; then vgg=(--vgg19 "$VGG19"); fi
+detector=()  # DETECTOR=det.pt (python -m pydeform.metrics.detector train): adds the PCKh column
+if [[ -n "${DETECTOR:-}" ]]; then detector=(--detector "$DETECTOR"); fi
 
 for block in ${BLOCKS:-patb nested}; do
     pydeform train patn --block "$block" --out "$out/$block" --steps "$steps" --ngf 32 --ndf 32 --batch-size 4 \
         --sample-every 500 --checkpoint-every 100 --resume "${vgg[@]}"
-    pydeform test patn --checkpoint "$out/$block/checkpoint.pt" --out "$out/$block/test"
+    pydeform test patn --checkpoint "$out/$block/checkpoint.pt" --out "$out/$block/test" "${detector[@]}"
 done
 if [[ ! -f "$ablation/dsc/test/metrics.json" ]]; then
     VARIANTS=dsc "$(dirname "$0")/deformgan_ablation.sh" "$ablation" "$steps"
@@ -30,17 +32,19 @@ import json, sys
 from pathlib import Path
 out, ablation = sys.argv[1:]
 dsc = json.load(open(f"{ablation}/dsc/test/metrics.json"))
-rows = {"copy the source": dsc["copy_source"], "Deformable GAN dsc": dsc["generated"]}
+rows = {"copy the source": (dsc["copy_source"], dsc.get("copy_source_pose")),
+        "Deformable GAN dsc": (dsc["generated"], dsc.get("pose"))}
 attention = {}
 for block in ("patb", "nested"):
     if not (Path(out) / block / "test" / "metrics.json").is_file():
         continue
     metrics = json.load(open(f"{out}/{block}/test/metrics.json"))
-    rows[f"PATN {block}"] = metrics["generated"]
+    rows[f"PATN {block}"] = (metrics["generated"], metrics.get("pose"))
     attention[block] = metrics["attention"]
-print("| model | SSIM | mask-SSIM | L1 | PSNR |\n|---|---:|---:|---:|---:|")
-for name, m in rows.items():
-    print(f"| {name} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['l1']:.3f} | {m['psnr']:.2f} |")
+print("| model | SSIM | mask-SSIM | L1 | PSNR | PCKh@0.5 |\n|---|---:|---:|---:|---:|---:|")
+for name, (m, pose) in rows.items():
+    pckh = f"{pose['pckh']:.3f}" if pose else ""
+    print(f"| {name} | {m['ssim']:.3f} | {m['mask_ssim']:.3f} | {m['l1']:.3f} | {m['psnr']:.2f} | {pckh} |")
 for block, a in attention.items():
     ok = a["ratio"] is not None and a["ratio"] >= 2
     print(f"{block}: last block attention {a['inside']:.3f} inside the body, {a['outside']:.3f} outside, "
