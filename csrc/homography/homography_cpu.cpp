@@ -446,6 +446,19 @@ PYDEFORM_ALWAYS_INLINE void add_segment_homography_grad(const HomographyGeometry
   grad[5] += t5, grad[6] += t6, grad[7] += t7, grad[8] += t8;
 }
 
+// dst[q] = row[q * stride], q < n. A contiguous row and an expanded one (stride 0, the gradient
+// of out.sum()) take loops that vectorise; the strided loop does not.
+template <typename T, typename A>
+PYDEFORM_ALWAYS_INLINE void load_grad_row(const T* row, int64_t stride, int64_t n, A* dst) {
+  if (stride == 1) {
+    for (int64_t q = 0; q < n; ++q) dst[q] = A(load(row + q));
+  } else if (stride == 0) {
+    std::fill_n(dst, n, A(load(row)));
+  } else {
+    for (int64_t q = 0; q < n; ++q) dst[q] = A(load(row + q * stride));
+  }
+}
+
 // Backward task (x image bx, channel block `block` of `blocks`): zero-fills grad_x[bx, block's
 // channels], then adds the gradients of every output pixel that reads image bx to them (the
 // task owns those planes) and, when partials is given, writes partials[(b * blocks + block) * 9
@@ -480,10 +493,8 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
       std::fill_n(gsy, padded_size(s.n), A(0));
       for (int64_t c = c0; c < c1; c += kChannelGroup) {
         const int64_t group = std::min(kChannelGroup, c1 - c);
-        for (int64_t u = 0; u < group; ++u) {
-          const T* grad_row = grad_out.pixel(b, s.i, s.j0) + (c + u) * grad_out.stride_c;
-          for (int64_t q = 0; q < s.n; ++q) g[u][q] = load(grad_row + q * grad_out.stride_j);
-        }
+        for (int64_t u = 0; u < group; ++u)
+          load_grad_row(grad_out.pixel(b, s.i, s.j0) + (c + u) * grad_out.stride_c, grad_out.stride_j, s.n, g[u]);
         // d loss / d (sx, sy), summed over the channels in order
         if (partials) Math::add_coord_grad(x_image + c * in_plane, in_plane, group, s, g, gsx, gsy);
         if (grad_x_image) {
