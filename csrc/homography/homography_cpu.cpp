@@ -117,7 +117,13 @@ PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<
   const BilinearClamp<A> box = bilinear_clamp<A>(g.H, g.W, g.border);
   const int64_t padded = padded_size(n);
   A column[kSegment], sx[kSegment], sy[kSegment];
-  for (int64_t p = 0; p < padded; ++p) column[p] = A(j0 + p);  // (no vector int64 -> float in AVX2)
+  // A(j0 + p), through int32 where that is exact and fits (AVX2 has no vector int64 -> float)
+  if (j0 + padded <= (int64_t(1) << 24)) {
+    const int32_t first = static_cast<int32_t>(j0);
+    for (int32_t p = 0; p < static_cast<int32_t>(padded); ++p) column[p] = A(first + p);
+  } else {
+    for (int64_t p = 0; p < padded; ++p) column[p] = A(j0 + p);
+  }
   // The floating-point part, vectorised: homography_sample_at without its early returns.
   for (int64_t p = 0; p < padded; ++p) {
     const A px = column[p] * g.out_scale_x + g.out_offset_x;
