@@ -74,6 +74,7 @@ template <typename A, typename I> struct Segment {
   Flag<A> read[4][kSegment];    // ~0 (a vector mask) where tap k is inside the image (and the point defined), else 0
   A weight[4][kSegment];        // 0 where not read
   Flag<A> defined[kSegment];
+  // For the coordinate and homography gradients only (filled by the backward, not the forward):
   A fx[kSegment], fy[kSegment], dsx[kSegment], dsy[kSegment];  // as in BilinearTaps
   A px[kSegment], su[kSegment], sv[kSegment], inv_w[kSegment];  // as in HomographySample (0 if undefined)
 };
@@ -81,7 +82,7 @@ template <typename A, typename I> struct Segment {
 // The integer part of the taps of a segment's first `count` pixels, from their clamped sample
 // points (sx, sy). floor() is a truncation, one lower where that rounded up (sx lies in
 // [-2, W + 1], well inside I). (GCC does not vectorise this loop; Avx2SegmentMath does.)
-template <typename A, typename I>
+template <bool Gradients, typename A, typename I>
 PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64_t W, int64_t count, Segment<A, I>& s) {
   const I h = static_cast<I>(H), w = static_cast<I>(W);
   for (int64_t p = 0; p < count; ++p) {
@@ -89,8 +90,10 @@ PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64
     x0 -= static_cast<I>(A(x0) > sx[p]);
     y0 -= static_cast<I>(A(y0) > sy[p]);
     const A fx = sx[p] - A(x0), fy = sy[p] - A(y0);
-    s.fx[p] = fx;
-    s.fy[p] = fy;
+    if constexpr (Gradients) {
+      s.fx[p] = fx;
+      s.fy[p] = fy;
+    }
     const bool defined = s.defined[p] != 0;
     const bool in_x[2] = {bool((x0 >= 0) & (x0 < w)), bool((x0 + 1 >= 0) & (x0 + 1 < w))};
     const bool in_y[2] = {bool(defined & (y0 >= 0) & (y0 < h)), bool(defined & (y0 + 1 >= 0) & (y0 + 1 < h))};
@@ -105,8 +108,9 @@ PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64
 }
 
 // Fills s for output pixels (i, j0 .. j0 + n - 1), and up to the next multiple of kLanes with
-// pixels that read no tap (undefined), so that vector loops may run over whole vectors.
-template <typename Math, typename A, typename I>
+// pixels that read no tap (undefined), so that vector loops may run over whole vectors. The
+// members only the gradients read are filled where Gradients is set.
+template <typename Math, bool Gradients, typename A, typename I>
 PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<A>& g, int64_t i, int64_t j0, int64_t n,
                                          Segment<A, I>& s) {
   s.i = i;
@@ -136,15 +140,17 @@ PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<
     bilinear_clamp_point(x, y, box, dsx, dsy);
     sx[p] = x;
     sy[p] = y;
-    s.dsx[p] = dsx;
-    s.dsy[p] = dsy;
-    s.px[p] = px;
-    s.su[p] = su;
-    s.sv[p] = sv;
-    s.inv_w[p] = inv_w;
     s.defined[p] = defined;
+    if constexpr (Gradients) {
+      s.dsx[p] = dsx;
+      s.dsy[p] = dsy;
+      s.px[p] = px;
+      s.su[p] = su;
+      s.sv[p] = sv;
+      s.inv_w[p] = inv_w;
+    }
   }
-  Math::fill_taps(sx, sy, g.H, g.W, padded, s);
+  Math::template fill_taps<Gradients>(sx, sy, g.H, g.W, padded, s);
 }
 
 // The four tap values of pixel p in one channel plane (0 for taps not read).
@@ -160,10 +166,10 @@ PYDEFORM_ALWAYS_INLINE void segment_gather(const T* plane, const Segment<A, I>& 
 // The per-channel loops over a segment's taps, in plain C++ (any CPU, any type). A launcher
 // body takes them as a template argument, so that Avx2SegmentMath can replace them.
 struct PortableSegmentMath {
-  template <typename A, typename I>
+  template <bool Gradients, typename A, typename I>
   static PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64_t W, int64_t count,
                                                Segment<A, I>& s) {
-    pydeform::fill_taps(sx, sy, H, W, count, s);
+    pydeform::fill_taps<Gradients>(sx, sy, H, W, count, s);
   }
   // Output pixels of segment s in channels [0, C): dst points at channel 0's first one.
   template <typename T, typename A, typename I>
@@ -217,6 +223,7 @@ struct Avx2SegmentMath : PortableSegmentMath {
   }
 
   // fill_taps, kLanes pixels at a time (count is a multiple of kLanes); the same values.
+  template <bool Gradients>
   static PYDEFORM_AVX2_INLINE void fill_taps(const float* sx, const float* sy, int64_t H, int64_t W, int64_t count,
                                              Segment<float, int32_t>& s) {
     const __m256i h = _mm256_set1_epi32(static_cast<int32_t>(H)), w = _mm256_set1_epi32(static_cast<int32_t>(W));
@@ -229,8 +236,10 @@ struct Avx2SegmentMath : PortableSegmentMath {
       x0 = _mm256_add_epi32(x0, _mm256_castps_si256(_mm256_cmp_ps(_mm256_cvtepi32_ps(x0), x, _CMP_GT_OQ)));
       y0 = _mm256_add_epi32(y0, _mm256_castps_si256(_mm256_cmp_ps(_mm256_cvtepi32_ps(y0), y, _CMP_GT_OQ)));
       const __m256 fx = _mm256_sub_ps(x, _mm256_cvtepi32_ps(x0)), fy = _mm256_sub_ps(y, _mm256_cvtepi32_ps(y0));
-      _mm256_storeu_ps(s.fx + p, fx);
-      _mm256_storeu_ps(s.fy + p, fy);
+      if constexpr (Gradients) {
+        _mm256_storeu_ps(s.fx + p, fx);
+        _mm256_storeu_ps(s.fy + p, fy);
+      }
       const __m256i defined = _mm256_xor_si256(
           _mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.defined + p)), zero_i), minus_one);
       const __m256i x1 = _mm256_add_epi32(x0, one_i), y1 = _mm256_add_epi32(y0, one_i);
@@ -390,7 +399,7 @@ PYDEFORM_ALWAYS_INLINE void prefetch_segment(const T* first_plane, int64_t plane
 // Calls body(segment) for the segments of output rows [i0, i1) in order, and end_row(i) after
 // each row's last. Each segment's taps are computed, and their lines asked for (prefetch), one
 // segment ahead, so that they arrive while the previous segment is being worked on.
-template <typename Math, typename I, typename A, typename Prefetch, typename Body, typename EndRow>
+template <typename Math, bool Gradients, typename I, typename A, typename Prefetch, typename Body, typename EndRow>
 PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeometry<A>& g, int64_t i0, int64_t i1,
                                              int64_t Wo, Prefetch&& prefetch, Body&& body, EndRow&& end_row) {
   Segment<A, I> buffers[2];
@@ -398,7 +407,7 @@ PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeome
   const auto fill = [&](int64_t t) {
     Segment<A, I>& s = buffers[t & 1];
     const int64_t j0 = t % per_row * kSegment;
-    fill_segment<Math>(m, g, i0 + t / per_row, j0, std::min(kSegment, Wo - j0), s);
+    fill_segment<Math, Gradients>(m, g, i0 + t / per_row, j0, std::min(kSegment, Wo - j0), s);
     prefetch(s);
   };
   if (count > 0) fill(0);
@@ -422,7 +431,7 @@ PYDEFORM_ALWAYS_INLINE void forward_rows(const Problem<T>& problem, T* out, int6
   const int64_t in_plane = p.H * p.W, out_plane = p.Ho * p.Wo;
   const T* x_image = p.x_image(b);
   T* out_image = out + b * p.C * out_plane;
-  for_each_segment<Math, I>(
+  for_each_segment<Math, false, I>(
       m, p.g, i0, i1, p.Wo, [&](const Segment<A, I>& s) { prefetch_segment(x_image, in_plane, p.C, s, false); },
       [&](const Segment<A, I>& s) {
         Math::interpolate(x_image, in_plane, p.C, s, out_image + s.i * p.Wo + s.j0, out_plane);
@@ -523,7 +532,7 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
     const auto end_row = [&](int64_t) {
       for (int q = 0; q < 9; ++q) sum[q] += row_sum[q], row_sum[q] = A(0);
     };
-    for_each_segment<Math, I>(m, p.g, int64_t(0), p.Ho, p.Wo, prefetch, segment, end_row);
+    for_each_segment<Math, true, I>(m, p.g, int64_t(0), p.Ho, p.Wo, prefetch, segment, end_row);
     if (partials)
       for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = A(sum[q]);
   }
