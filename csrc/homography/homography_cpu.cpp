@@ -133,8 +133,9 @@ PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<
     const A px = column[p] * g.out_scale_x + g.out_offset_x;
     A su, sv, inv_w, dsx, dsy;
     const bool projected = homography_project(m, px, py, su, sv, inv_w);
+    // Finite where projected: |su|, |sv| <= kHomographyFar, and the scales are below 2^63.
     A x = su * g.in_scale_x + g.in_offset_x, y = sv * g.in_scale_y + g.in_offset_y;
-    const bool defined = projected & finite(x) & finite(y) & (p < n);
+    const bool defined = projected & (p < n);
     x = defined ? x : A(0);
     y = defined ? y : A(0);
     bilinear_clamp_point(x, y, box, dsx, dsy);
