@@ -366,6 +366,10 @@ struct Avx2SegmentMath : PortableSegmentMath {
     }
   }
 };
+// For AVX-512 functions: the compiler vectorises the portable tap geometry 16 floats wide.
+struct Avx512SegmentMath : Avx2SegmentMath {
+  using PortableSegmentMath::fill_taps;
+};
 #endif
 
 // Asks for the cache lines of a segment's taps in `planes` planes `plane` elements apart,
@@ -575,12 +579,12 @@ inline bool has_avx2() {
   __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,avx512bw,prefer-vector-width=512"), flatten))
 template <typename T, typename I>
 PYDEFORM_AVX512 void forward_rows_avx512(const Problem<T>& p, T* out, int64_t b, int64_t i0, int64_t i1) {
-  forward_rows<Avx2SegmentMath, T, I>(p, out, b, i0, i1);
+  forward_rows<Avx512SegmentMath, T, I>(p, out, b, i0, i1);
 }
 template <typename T, typename I>
 PYDEFORM_AVX512 void backward_task_avx512(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x,
                                           acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
-  backward_task<Avx2SegmentMath, T, I>(p, grad, grad_x, partials, bx, block, blocks);
+  backward_task<Avx512SegmentMath, T, I>(p, grad, grad_x, partials, bx, block, blocks);
 }
 inline bool has_avx512() {
   static const bool avx512 = has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
