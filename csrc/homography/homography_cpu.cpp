@@ -81,7 +81,8 @@ template <typename A, typename I> struct Segment {
 
 // The integer part of the taps of a segment's first `count` pixels, from their clamped sample
 // points (sx, sy). floor() is a truncation, one lower where that rounded up (sx lies in
-// [-2, W + 1], well inside I). (GCC does not vectorise this loop; Avx2SegmentMath does.)
+// [-2, W + 1], well inside I). (GCC vectorises this loop for AVX-512 but not for AVX2, where
+// Avx2SegmentMath does it by hand.)
 template <bool Gradients, typename A, typename I>
 PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64_t W, int64_t count, Segment<A, I>& s) {
   const I h = static_cast<I>(H), w = static_cast<I>(W);
@@ -133,7 +134,8 @@ PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<
     const A px = column[p] * g.out_scale_x + g.out_offset_x;
     A su, sv, inv_w, dsx, dsy;
     const bool projected = homography_project(m, px, py, su, sv, inv_w);
-    // Finite where projected: |su|, |sv| <= kHomographyFar, and the scales are below 2^63.
+    // Finite where projected: |su|, |sv| <= kHomographyFar = 1e18 and the scales are at most
+    // 2^62, so |x|, |y| < 5e36.
     A x = su * g.in_scale_x + g.in_offset_x, y = sv * g.in_scale_y + g.in_offset_y;
     const bool defined = projected & (p < n);
     x = defined ? x : A(0);
