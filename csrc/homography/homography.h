@@ -10,6 +10,7 @@
 // Either batch may be 1 and broadcasts: b reads x image (Bx == 1 ? 0 : b) and homography
 // (Bh == 1 ? 0 : b), and the gradients of a broadcast input sum over the batch.
 #include <cstdint>
+#include <limits>
 
 #include "common/bilinear.h"
 #include "common/dtype.h"
@@ -79,9 +80,12 @@ template <typename A> HOST_DEVICE bool homography_project(const A m[9], A px, A 
   const A w = m[6] * px + m[7] * py + m[8];
   const A r = A(1) / w;
   const A su_raw = u * r, sv_raw = v * r;
-  // Written so that a NaN fails: !(|w| >= min) rather than |w| < min. Bitwise & and |: no
-  // short-circuit branches.
-  const bool defined = ((w >= A(kHomographyMinW)) | (w <= A(-kHomographyMinW))) & finite(u) & finite(v) & finite(w) &
+  // Written so that a NaN fails: !(|w| >= min) rather than |w| < min. Bitwise &: no
+  // short-circuit branches. u and v need no test of their own: with w finite and |w| >= min, r is
+  // finite (and not 0, or 0 only where denormals flush, which makes inf * r NaN), so an infinite
+  // or NaN u or v leaves su_raw or sv_raw infinite or NaN.
+  const A abs_w = w < A(0) ? -w : w;
+  const bool defined = (abs_w >= A(kHomographyMinW)) & (abs_w < std::numeric_limits<A>::infinity()) &
                        finite(su_raw) & finite(sv_raw);
   su = defined ? clamp_far(su_raw) : A(0);
   sv = defined ? clamp_far(sv_raw) : A(0);

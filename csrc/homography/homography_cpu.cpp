@@ -74,14 +74,16 @@ template <typename A, typename I> struct Segment {
   Flag<A> read[4][kSegment];    // ~0 (a vector mask) where tap k is inside the image (and the point defined), else 0
   A weight[4][kSegment];        // 0 where not read
   Flag<A> defined[kSegment];
+  // For the coordinate and homography gradients only (filled by the backward, not the forward):
   A fx[kSegment], fy[kSegment], dsx[kSegment], dsy[kSegment];  // as in BilinearTaps
   A px[kSegment], su[kSegment], sv[kSegment], inv_w[kSegment];  // as in HomographySample (0 if undefined)
 };
 
 // The integer part of the taps of a segment's first `count` pixels, from their clamped sample
 // points (sx, sy). floor() is a truncation, one lower where that rounded up (sx lies in
-// [-2, W + 1], well inside I). (GCC does not vectorise this loop; Avx2SegmentMath does.)
-template <typename A, typename I>
+// [-2, W + 1], well inside I). (GCC vectorises this loop for AVX-512 but not for AVX2, where
+// Avx2SegmentMath does it by hand.)
+template <bool Gradients, typename A, typename I>
 PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64_t W, int64_t count, Segment<A, I>& s) {
   const I h = static_cast<I>(H), w = static_cast<I>(W);
   for (int64_t p = 0; p < count; ++p) {
@@ -89,8 +91,10 @@ PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64
     x0 -= static_cast<I>(A(x0) > sx[p]);
     y0 -= static_cast<I>(A(y0) > sy[p]);
     const A fx = sx[p] - A(x0), fy = sy[p] - A(y0);
-    s.fx[p] = fx;
-    s.fy[p] = fy;
+    if constexpr (Gradients) {
+      s.fx[p] = fx;
+      s.fy[p] = fy;
+    }
     const bool defined = s.defined[p] != 0;
     const bool in_x[2] = {bool((x0 >= 0) & (x0 < w)), bool((x0 + 1 >= 0) & (x0 + 1 < w))};
     const bool in_y[2] = {bool(defined & (y0 >= 0) & (y0 < h)), bool(defined & (y0 + 1 >= 0) & (y0 + 1 < h))};
@@ -105,8 +109,9 @@ PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64
 }
 
 // Fills s for output pixels (i, j0 .. j0 + n - 1), and up to the next multiple of kLanes with
-// pixels that read no tap (undefined), so that vector loops may run over whole vectors.
-template <typename Math, typename A, typename I>
+// pixels that read no tap (undefined), so that vector loops may run over whole vectors. The
+// members only the gradients read are filled where Gradients is set.
+template <typename Math, bool Gradients, typename A, typename I>
 PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<A>& g, int64_t i, int64_t j0, int64_t n,
                                          Segment<A, I>& s) {
   s.i = i;
@@ -117,28 +122,38 @@ PYDEFORM_ALWAYS_INLINE void fill_segment(const A m[9], const HomographyGeometry<
   const BilinearClamp<A> box = bilinear_clamp<A>(g.H, g.W, g.border);
   const int64_t padded = padded_size(n);
   A column[kSegment], sx[kSegment], sy[kSegment];
-  for (int64_t p = 0; p < padded; ++p) column[p] = A(j0 + p);  // (no vector int64 -> float in AVX2)
+  // A(j0 + p), through int32 where that is exact and fits (AVX2 has no vector int64 -> float)
+  if (j0 + padded <= (int64_t(1) << 24)) {
+    const int32_t first = static_cast<int32_t>(j0);
+    for (int32_t p = 0; p < static_cast<int32_t>(padded); ++p) column[p] = A(first + p);
+  } else {
+    for (int64_t p = 0; p < padded; ++p) column[p] = A(j0 + p);
+  }
   // The floating-point part, vectorised: homography_sample_at without its early returns.
   for (int64_t p = 0; p < padded; ++p) {
     const A px = column[p] * g.out_scale_x + g.out_offset_x;
     A su, sv, inv_w, dsx, dsy;
     const bool projected = homography_project(m, px, py, su, sv, inv_w);
+    // Finite where projected: |su|, |sv| <= kHomographyFar = 1e18 and the scales are at most
+    // 2^62, so |x|, |y| < 5e36.
     A x = su * g.in_scale_x + g.in_offset_x, y = sv * g.in_scale_y + g.in_offset_y;
-    const bool defined = projected & finite(x) & finite(y) & (p < n);
+    const bool defined = projected & (p < n);
     x = defined ? x : A(0);
     y = defined ? y : A(0);
     bilinear_clamp_point(x, y, box, dsx, dsy);
     sx[p] = x;
     sy[p] = y;
-    s.dsx[p] = dsx;
-    s.dsy[p] = dsy;
-    s.px[p] = px;
-    s.su[p] = su;
-    s.sv[p] = sv;
-    s.inv_w[p] = inv_w;
     s.defined[p] = defined;
+    if constexpr (Gradients) {
+      s.dsx[p] = dsx;
+      s.dsy[p] = dsy;
+      s.px[p] = px;
+      s.su[p] = su;
+      s.sv[p] = sv;
+      s.inv_w[p] = inv_w;
+    }
   }
-  Math::fill_taps(sx, sy, g.H, g.W, padded, s);
+  Math::template fill_taps<Gradients>(sx, sy, g.H, g.W, padded, s);
 }
 
 // The four tap values of pixel p in one channel plane (0 for taps not read).
@@ -154,10 +169,10 @@ PYDEFORM_ALWAYS_INLINE void segment_gather(const T* plane, const Segment<A, I>& 
 // The per-channel loops over a segment's taps, in plain C++ (any CPU, any type). A launcher
 // body takes them as a template argument, so that Avx2SegmentMath can replace them.
 struct PortableSegmentMath {
-  template <typename A, typename I>
+  template <bool Gradients, typename A, typename I>
   static PYDEFORM_ALWAYS_INLINE void fill_taps(const A* sx, const A* sy, int64_t H, int64_t W, int64_t count,
                                                Segment<A, I>& s) {
-    pydeform::fill_taps(sx, sy, H, W, count, s);
+    pydeform::fill_taps<Gradients>(sx, sy, H, W, count, s);
   }
   // Output pixels of segment s in channels [0, C): dst points at channel 0's first one.
   template <typename T, typename A, typename I>
@@ -211,6 +226,7 @@ struct Avx2SegmentMath : PortableSegmentMath {
   }
 
   // fill_taps, kLanes pixels at a time (count is a multiple of kLanes); the same values.
+  template <bool Gradients>
   static PYDEFORM_AVX2_INLINE void fill_taps(const float* sx, const float* sy, int64_t H, int64_t W, int64_t count,
                                              Segment<float, int32_t>& s) {
     const __m256i h = _mm256_set1_epi32(static_cast<int32_t>(H)), w = _mm256_set1_epi32(static_cast<int32_t>(W));
@@ -223,8 +239,10 @@ struct Avx2SegmentMath : PortableSegmentMath {
       x0 = _mm256_add_epi32(x0, _mm256_castps_si256(_mm256_cmp_ps(_mm256_cvtepi32_ps(x0), x, _CMP_GT_OQ)));
       y0 = _mm256_add_epi32(y0, _mm256_castps_si256(_mm256_cmp_ps(_mm256_cvtepi32_ps(y0), y, _CMP_GT_OQ)));
       const __m256 fx = _mm256_sub_ps(x, _mm256_cvtepi32_ps(x0)), fy = _mm256_sub_ps(y, _mm256_cvtepi32_ps(y0));
-      _mm256_storeu_ps(s.fx + p, fx);
-      _mm256_storeu_ps(s.fy + p, fy);
+      if constexpr (Gradients) {
+        _mm256_storeu_ps(s.fx + p, fx);
+        _mm256_storeu_ps(s.fy + p, fy);
+      }
       const __m256i defined = _mm256_xor_si256(
           _mm256_cmpeq_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s.defined + p)), zero_i), minus_one);
       const __m256i x1 = _mm256_add_epi32(x0, one_i), y1 = _mm256_add_epi32(y0, one_i);
@@ -350,6 +368,10 @@ struct Avx2SegmentMath : PortableSegmentMath {
     }
   }
 };
+// For AVX-512 functions: the compiler vectorises the portable tap geometry 16 floats wide.
+struct Avx512SegmentMath : Avx2SegmentMath {
+  using PortableSegmentMath::fill_taps;
+};
 #endif
 
 // Asks for the cache lines of a segment's taps in `planes` planes `plane` elements apart,
@@ -384,7 +406,7 @@ PYDEFORM_ALWAYS_INLINE void prefetch_segment(const T* first_plane, int64_t plane
 // Calls body(segment) for the segments of output rows [i0, i1) in order, and end_row(i) after
 // each row's last. Each segment's taps are computed, and their lines asked for (prefetch), one
 // segment ahead, so that they arrive while the previous segment is being worked on.
-template <typename Math, typename I, typename A, typename Prefetch, typename Body, typename EndRow>
+template <typename Math, bool Gradients, typename I, typename A, typename Prefetch, typename Body, typename EndRow>
 PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeometry<A>& g, int64_t i0, int64_t i1,
                                              int64_t Wo, Prefetch&& prefetch, Body&& body, EndRow&& end_row) {
   Segment<A, I> buffers[2];
@@ -392,7 +414,7 @@ PYDEFORM_ALWAYS_INLINE void for_each_segment(const A m[9], const HomographyGeome
   const auto fill = [&](int64_t t) {
     Segment<A, I>& s = buffers[t & 1];
     const int64_t j0 = t % per_row * kSegment;
-    fill_segment<Math>(m, g, i0 + t / per_row, j0, std::min(kSegment, Wo - j0), s);
+    fill_segment<Math, Gradients>(m, g, i0 + t / per_row, j0, std::min(kSegment, Wo - j0), s);
     prefetch(s);
   };
   if (count > 0) fill(0);
@@ -416,7 +438,7 @@ PYDEFORM_ALWAYS_INLINE void forward_rows(const Problem<T>& problem, T* out, int6
   const int64_t in_plane = p.H * p.W, out_plane = p.Ho * p.Wo;
   const T* x_image = p.x_image(b);
   T* out_image = out + b * p.C * out_plane;
-  for_each_segment<Math, I>(
+  for_each_segment<Math, false, I>(
       m, p.g, i0, i1, p.Wo, [&](const Segment<A, I>& s) { prefetch_segment(x_image, in_plane, p.C, s, false); },
       [&](const Segment<A, I>& s) {
         Math::interpolate(x_image, in_plane, p.C, s, out_image + s.i * p.Wo + s.j0, out_plane);
@@ -444,6 +466,19 @@ PYDEFORM_ALWAYS_INLINE void add_segment_homography_grad(const HomographyGeometry
   }
   grad[0] += t0, grad[1] += t1, grad[2] += t2, grad[3] += t3, grad[4] += t4;
   grad[5] += t5, grad[6] += t6, grad[7] += t7, grad[8] += t8;
+}
+
+// dst[q] = row[q * stride], q < n. A contiguous row and an expanded one (stride 0, the gradient
+// of out.sum()) take loops that vectorise; the strided loop does not.
+template <typename T, typename A>
+PYDEFORM_ALWAYS_INLINE void load_grad_row(const T* row, int64_t stride, int64_t n, A* dst) {
+  if (stride == 1) {
+    for (int64_t q = 0; q < n; ++q) dst[q] = A(load(row + q));
+  } else if (stride == 0) {
+    std::fill_n(dst, n, A(load(row)));
+  } else {
+    for (int64_t q = 0; q < n; ++q) dst[q] = A(load(row + q * stride));
+  }
 }
 
 // Backward task (x image bx, channel block `block` of `blocks`): zero-fills grad_x[bx, block's
@@ -480,10 +515,8 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
       std::fill_n(gsy, padded_size(s.n), A(0));
       for (int64_t c = c0; c < c1; c += kChannelGroup) {
         const int64_t group = std::min(kChannelGroup, c1 - c);
-        for (int64_t u = 0; u < group; ++u) {
-          const T* grad_row = grad_out.pixel(b, s.i, s.j0) + (c + u) * grad_out.stride_c;
-          for (int64_t q = 0; q < s.n; ++q) g[u][q] = load(grad_row + q * grad_out.stride_j);
-        }
+        for (int64_t u = 0; u < group; ++u)
+          load_grad_row(grad_out.pixel(b, s.i, s.j0) + (c + u) * grad_out.stride_c, grad_out.stride_j, s.n, g[u]);
         // d loss / d (sx, sy), summed over the channels in order
         if (partials) Math::add_coord_grad(x_image + c * in_plane, in_plane, group, s, g, gsx, gsy);
         if (grad_x_image) {
@@ -506,7 +539,7 @@ PYDEFORM_ALWAYS_INLINE void backward_task(const Problem<T>& problem, const Strid
     const auto end_row = [&](int64_t) {
       for (int q = 0; q < 9; ++q) sum[q] += row_sum[q], row_sum[q] = A(0);
     };
-    for_each_segment<Math, I>(m, p.g, int64_t(0), p.Ho, p.Wo, prefetch, segment, end_row);
+    for_each_segment<Math, true, I>(m, p.g, int64_t(0), p.Ho, p.Wo, prefetch, segment, end_row);
     if (partials)
       for (int q = 0; q < 9; ++q) partials[(b * blocks + block) * 9 + q] = A(sum[q]);
   }
@@ -539,6 +572,27 @@ inline bool has_avx2() {
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return avx2;
 }
+// Once more for AVX-512, where the CPU has it: the same code, but the loops the compiler
+// vectorises itself (the projection, the homography gradient sums) run 16 floats wide. The
+// intrinsics stay AVX2. The same operations in the same order, so the same bits, except in
+// grad_h, whose vector sums then add 16 partial sums instead of 8 (still the same bits on every
+// run on one machine).
+#define PYDEFORM_AVX512 \
+  __attribute__((target("avx2,fma,avx512f,avx512vl,avx512dq,avx512bw,prefer-vector-width=512"), flatten))
+template <typename T, typename I>
+PYDEFORM_AVX512 void forward_rows_avx512(const Problem<T>& p, T* out, int64_t b, int64_t i0, int64_t i1) {
+  forward_rows<Avx512SegmentMath, T, I>(p, out, b, i0, i1);
+}
+template <typename T, typename I>
+PYDEFORM_AVX512 void backward_task_avx512(const Problem<T>& p, const StridedGrad<T>& grad, acc_t<T>* grad_x,
+                                          acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
+  backward_task<Avx512SegmentMath, T, I>(p, grad, grad_x, partials, bx, block, blocks);
+}
+inline bool has_avx512() {
+  static const bool avx512 = has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+  return avx512;
+}
 #endif
 
 // 32-bit tap offsets where a plane has at most 2^30 elements (Segment).
@@ -546,6 +600,7 @@ inline bool small_planes(int64_t H, int64_t W) { return H * W <= (int64_t(1) << 
 
 template <typename T, typename I> auto pick_forward_rows() {
 #if PYDEFORM_X86_DISPATCH
+  if (has_avx512()) return &forward_rows_avx512<T, I>;
   if (has_avx2()) return &forward_rows_avx2<T, I>;
 #endif
   return &forward_rows_portable<T, I>;
@@ -555,6 +610,7 @@ template <typename T> auto pick_forward_rows(int64_t H, int64_t W) {
 }
 template <typename T, typename I> auto pick_backward_task() {
 #if PYDEFORM_X86_DISPATCH
+  if (has_avx512()) return &backward_task_avx512<T, I>;
   if (has_avx2()) return &backward_task_avx2<T, I>;
 #endif
   return &backward_task_portable<T, I>;
