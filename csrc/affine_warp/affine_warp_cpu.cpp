@@ -367,8 +367,7 @@ __attribute__((target("avx2,fma"))) void accumulate_avx2(const T* block, int64_t
 
 template <typename T> HotLoops<T> pick_hot_loops() {
 #if PYDEFORM_X86_DISPATCH
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return {&max_over_avx2<T>, &accumulate_avx2<T>, &scatter_avx2<T>};
+  if (cpu_isa() >= CpuIsa::Avx2) return {&max_over_avx2<T>, &accumulate_avx2<T>, &scatter_avx2<T>};
 #endif
   return {&max_over_portable<T>, &accumulate_portable<T>, &scatter_portable<T>};
 }

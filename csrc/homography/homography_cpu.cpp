@@ -568,10 +568,6 @@ PYDEFORM_AVX2 void backward_task_avx2(const Problem<T>& p, const StridedGrad<T>&
                                       acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
   backward_task<Avx2SegmentMath, T, I>(p, grad, grad_x, partials, bx, block, blocks);
 }
-inline bool has_avx2() {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return avx2;
-}
 // Once more for AVX-512, where the CPU has it: the same code, but the loops the compiler
 // vectorises itself (the projection, the homography gradient sums) run 16 floats wide. The
 // intrinsics stay AVX2. The same operations in the same order, so the same bits, except in
@@ -588,11 +584,6 @@ PYDEFORM_AVX512 void backward_task_avx512(const Problem<T>& p, const StridedGrad
                                           acc_t<T>* partials, int64_t bx, int64_t block, int64_t blocks) {
   backward_task<Avx512SegmentMath, T, I>(p, grad, grad_x, partials, bx, block, blocks);
 }
-inline bool has_avx512() {
-  static const bool avx512 = has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-                             __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
-  return avx512;
-}
 #endif
 
 // 32-bit tap offsets where a plane has at most 2^30 elements (Segment).
@@ -600,8 +591,8 @@ inline bool small_planes(int64_t H, int64_t W) { return H * W <= (int64_t(1) << 
 
 template <typename T, typename I> auto pick_forward_rows() {
 #if PYDEFORM_X86_DISPATCH
-  if (has_avx512()) return &forward_rows_avx512<T, I>;
-  if (has_avx2()) return &forward_rows_avx2<T, I>;
+  if (cpu_isa() == CpuIsa::Avx512) return &forward_rows_avx512<T, I>;
+  if (cpu_isa() >= CpuIsa::Avx2) return &forward_rows_avx2<T, I>;
 #endif
   return &forward_rows_portable<T, I>;
 }
@@ -610,8 +601,8 @@ template <typename T> auto pick_forward_rows(int64_t H, int64_t W) {
 }
 template <typename T, typename I> auto pick_backward_task() {
 #if PYDEFORM_X86_DISPATCH
-  if (has_avx512()) return &backward_task_avx512<T, I>;
-  if (has_avx2()) return &backward_task_avx2<T, I>;
+  if (cpu_isa() == CpuIsa::Avx512) return &backward_task_avx512<T, I>;
+  if (cpu_isa() >= CpuIsa::Avx2) return &backward_task_avx2<T, I>;
 #endif
   return &backward_task_portable<T, I>;
 }

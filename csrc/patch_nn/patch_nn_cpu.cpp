@@ -77,8 +77,7 @@ __attribute__((target("avx2,fma"))) void accumulate_row_costs_avx2(acc_t<T>* acc
 
 template <typename T, int P> auto pick_accumulate_row_costs() {
 #if PYDEFORM_X86_DISPATCH
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) return &accumulate_row_costs_avx2<T, P>;
+  if (cpu_isa() >= CpuIsa::Avx2) return &accumulate_row_costs_avx2<T, P>;
 #endif
   return &accumulate_row_costs_portable<T, P>;
 }

@@ -2,7 +2,16 @@
 lookup. Every op calls the kernels through `launch`, after Python allocated the outputs."""
 from __future__ import annotations
 
+import os
+
 import torch
+
+# PYDEFORM_CPU_ISA caps the instruction set of the CPU kernels (csrc/common/cpu_dispatch.h),
+# read once by the compiled module; the tests use it to run every build on one machine.
+CPU_ISAS = ("portable", "avx2", "avx512")
+if os.environ.get("PYDEFORM_CPU_ISA", "") not in ("", *CPU_ISAS):
+    raise ValueError(f"PYDEFORM_CPU_ISA must be one of {', '.join(CPU_ISAS)} (or unset), "
+                     f"got {os.environ['PYDEFORM_CPU_ISA']!r}")  # fmt: skip
 
 try:
     from pydeform import _C
