@@ -12,8 +12,6 @@ import torch
 
 from pydeform.ops import reference
 
-ROOT = Path(__file__).resolve().parents[2]
-
 # Seeded inputs, the ops forward and backward (gradients of a fixed weighted sum), saved.
 SCRIPT = r"""
 import sys, torch
@@ -43,7 +41,9 @@ torch.save({k: [t.detach() for t in v] for k, v in results.items()}, sys.argv[1]
 
 def run_build(isa: str, path: Path) -> dict:
     env = {**os.environ, "PYDEFORM_CPU_ISA": isa, "OMP_NUM_THREADS": "2"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], env=env, cwd=ROOT, capture_output=True, text=True)
+    # Run outside the repository, so that the installed package (not the source tree) is imported.
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(path)], env=env, cwd=path.parent, capture_output=True,
+                          text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return torch.load(path)
 
@@ -86,7 +86,8 @@ def test_every_cpu_build_matches_the_reference(isa, tmp_path):
                 torch.testing.assert_close(g, w, **tol, msg=f"{isa} {name} output {index}")
 
 
-def test_an_unknown_isa_is_refused_at_import():
+def test_an_unknown_isa_is_refused_at_import(tmp_path):
     env = {**os.environ, "PYDEFORM_CPU_ISA": "sse9"}
-    done = subprocess.run([sys.executable, "-c", "import pydeform.ops"], env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", "import pydeform.ops"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True)  # fmt: skip
     assert done.returncode != 0 and "PYDEFORM_CPU_ISA must be one of portable, avx2, avx512" in done.stderr
