@@ -16,8 +16,8 @@ Each in eager mode and with `torch.compile` on the networks (the default inducto
 compilation happens in the warm-up and is not timed). Median of `--repeats` timed runs,
 modes alternating per round.
 
-The load average (`os.getloadavg()`) is recorded before and after: numbers taken on a loaded,
-shared machine are not final results.
+The load average (`os.getloadavg()`) is recorded before and after; a run whose load exceeds
+the core count is marked "loaded" and is not a result.
 
 Sizes: market 128x64 for all; fashion 256x176 for PATN (its published crop) and 256x256 for
 the Deformable GAN (its published size). Inputs are synthetic pose pairs of those sizes.
@@ -165,12 +165,14 @@ def main() -> None:
                       + "  ".join(f"b{b}: {record[f'infer_b{b}_images_per_s']:7.2f} img/s" for b in infer_batches)
                       + f"  train step (B={args.train_batch}): {record['train_step_ms']:8.1f} ms", flush=True)  # fmt: skip
     load_after = os.getloadavg()
-    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f} "
-          "(a loaded, shared machine: these numbers are not final results)")  # fmt: skip
+    cores = os.cpu_count() or 1
+    loaded = max(load_before[0], load_after[0]) > cores  # as benchmarks/_common.py marks runs
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}"
+          + (f"; LOADED (above {cores} cores): not a result" if loaded else ""))  # fmt: skip
     if args.json:
         meta = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "python": platform.python_version(), "loadavg_before": list(load_before),
-                "loadavg_after": list(load_after), "repeats": args.repeats}  # fmt: skip
+                "loadavg_after": list(load_after), "cores": cores, "loaded": loaded, "repeats": args.repeats}  # fmt: skip
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=2)
 
