@@ -12,31 +12,35 @@ import torch
 
 from pydeform.ops import reference
 
-# Seeded inputs, the ops forward and backward (gradients of a fixed weighted sum), saved.
-SCRIPT = r"""
-import sys, torch
-from pydeform.ops import homography_sample, multi_affine_warp, patch_nn_distance
-torch.manual_seed(0)
-results = {}
-for dtype in (torch.float32, torch.float64):
-    # Odd sizes: partial vectors at every row end. Near-identity homographies, some taps outside.
-    x = torch.randn(2, 5, 23, 37, dtype=dtype, requires_grad=True)
-    h = (torch.eye(3, dtype=dtype) + 0.05 * torch.randn(2, 3, 3, dtype=dtype)).requires_grad_()
-    out = homography_sample(x, h, coords="normalized")
-    weight = torch.randn_like(out)
-    results[f"homography_{dtype}"] = [out, *torch.autograd.grad((out * weight).sum(), (x, h))]
-    y = torch.randn(2, 5, 23, 37, dtype=dtype, requires_grad=True)
-    for p in (1, 2):
-        dist, index = patch_nn_distance(x, y, 5, p)
-        grads = torch.autograd.grad((dist * torch.randn_like(dist)).sum(), (x, y))
-        results[f"patch_nn_p{p}_{dtype}"] = [dist, index, *grads]
-    theta = torch.tensor([[1.0, 0.1, 2.0], [-0.1, 0.9, -1.5]], dtype=dtype).expand(2, 3, 2, 3).clone()
-    theta = (theta + 0.1 * torch.randn_like(theta)).requires_grad_()
-    mask = torch.rand(2, 3, 23, 37, dtype=dtype, requires_grad=True)
-    out = multi_affine_warp(x, theta, mask, include_identity=True)
-    results[f"affine_{dtype}"] = [out, *torch.autograd.grad((out * torch.randn_like(out)).sum(), (x, theta, mask))]
-torch.save({k: [t.detach() for t in v] for k, v in results.items()}, sys.argv[1])
+# Seeded inputs through `ops` (pydeform.ops, or the reference ops), forward and backward
+# (gradients of a fixed weighted sum). Source text, so that a subprocess runs the same code.
+COMPUTE = r"""
+import torch
+
+
+def compute(ops):
+    torch.manual_seed(0)
+    results = {}
+    for dtype in (torch.float32, torch.float64):
+        # Odd sizes: partial vectors at every row end. Near-identity homographies, some taps outside.
+        x = torch.randn(2, 5, 23, 37, dtype=dtype, requires_grad=True)
+        h = (torch.eye(3, dtype=dtype) + 0.05 * torch.randn(2, 3, 3, dtype=dtype)).requires_grad_()
+        out = ops.homography_sample(x, h, coords="normalized")
+        weight = torch.randn_like(out)
+        results[f"homography_{dtype}"] = [out, *torch.autograd.grad((out * weight).sum(), (x, h))]
+        y = torch.randn(2, 5, 23, 37, dtype=dtype, requires_grad=True)
+        for p in (1, 2):
+            dist, index = ops.patch_nn_distance(x, y, 5, p)
+            grads = torch.autograd.grad((dist * torch.randn_like(dist)).sum(), (x, y))
+            results[f"patch_nn_p{p}_{dtype}"] = [dist, index, *grads]
+        theta = torch.tensor([[1.0, 0.1, 2.0], [-0.1, 0.9, -1.5]], dtype=dtype).expand(2, 3, 2, 3).clone()
+        theta = (theta + 0.1 * torch.randn_like(theta)).requires_grad_()
+        mask = torch.rand(2, 3, 23, 37, dtype=dtype, requires_grad=True)
+        out = ops.multi_affine_warp(x, theta, mask, include_identity=True)
+        results[f"affine_{dtype}"] = [out, *torch.autograd.grad((out * torch.randn_like(out)).sum(), (x, theta, mask))]
+    return {k: [t.detach() for t in v] for k, v in results.items()}
 """
+SCRIPT = COMPUTE + "\nimport sys\nfrom pydeform import ops\ntorch.save(compute(ops), sys.argv[1])\n"
 
 
 def run_build(isa: str, path: Path) -> dict:
@@ -50,25 +54,9 @@ def run_build(isa: str, path: Path) -> dict:
 
 def reference_values() -> dict:
     """The same computation with the pure-torch reference ops, in this process."""
-    torch.manual_seed(0)
-    results = {}
-    for dtype in (torch.float32, torch.float64):
-        x = torch.randn(2, 5, 23, 37, dtype=dtype, requires_grad=True)
-        h = (torch.eye(3, dtype=dtype) + 0.05 * torch.randn(2, 3, 3, dtype=dtype)).requires_grad_()
-        out = reference.homography_sample(x, h, coords="normalized")
-        weight = torch.randn_like(out)
-        results[f"homography_{dtype}"] = [out, *torch.autograd.grad((out * weight).sum(), (x, h))]
-        y = torch.randn(2, 5, 23, 37, dtype=dtype, requires_grad=True)
-        for p in (1, 2):
-            dist, index = reference.patch_nn_distance(x, y, 5, p)
-            grads = torch.autograd.grad((dist * torch.randn_like(dist)).sum(), (x, y))
-            results[f"patch_nn_p{p}_{dtype}"] = [dist, index, *grads]
-        theta = torch.tensor([[1.0, 0.1, 2.0], [-0.1, 0.9, -1.5]], dtype=dtype).expand(2, 3, 2, 3).clone()
-        theta = (theta + 0.1 * torch.randn_like(theta)).requires_grad_()
-        mask = torch.rand(2, 3, 23, 37, dtype=dtype, requires_grad=True)
-        out = reference.multi_affine_warp(x, theta, mask, include_identity=True)
-        results[f"affine_{dtype}"] = [out, *torch.autograd.grad((out * torch.randn_like(out)).sum(), (x, theta, mask))]
-    return {k: [t.detach() for t in v] for k, v in results.items()}
+    namespace: dict = {}
+    exec(COMPUTE, namespace)
+    return namespace["compute"](reference)
 
 
 @pytest.mark.parametrize("isa", ["portable", "avx2", "avx512"])
