@@ -25,7 +25,7 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["option", "Option", "options", "flat_values", "flatten_dict", "from_flat", "parse_text", "jsonable", "check_ints", "RESUME_POLICIES"]
+__all__ = ["option", "Option", "ModelConfig", "options", "flat_values", "flatten_dict", "from_flat", "parse_text", "jsonable", "check_ints", "RESUME_POLICIES"]
 
 RESUME_POLICIES = ("fixed", "apply", "free")
 
@@ -142,6 +142,19 @@ def from_flat(cls: type, values: dict[str, Any]) -> Any:
         elif field.name in values:
             kwargs[field.name] = values[field.name]
     return cls(**kwargs)
+
+
+class ModelConfig:
+    """Base of the model configs (dataclasses): the dict a checkpoint saves as its "config",
+    and back. Keys this version does not know (a newer or older pydeform's) are ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Any:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def check_ints(config: Any, names: tuple[str, ...], minimum: int = 1) -> None:

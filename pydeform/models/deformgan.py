@@ -31,16 +31,14 @@ Weights start from N(0, 0.02) (norm scales N(1, 0.02)), the DCGAN/pix2pix initia
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pydeform.nn import DeformableSkip
-from pydeform.options import check_ints, option
+from pydeform.options import ModelConfig, check_ints, option
 from pydeform.pose import NUM_JOINTS, NUM_PARTS
 
 __all__ = [
@@ -79,7 +77,7 @@ NORMS = ("instance", "batch")
 
 
 @dataclass
-class DeformGANConfig:
+class DeformGANConfig(ModelConfig):
     """Everything needed to rebuild the networks (saved in checkpoints).
 
     preset: "market" or "fashion"; size / num_blocks / nn_kernel override the preset's
@@ -152,14 +150,6 @@ class DeformGANConfig:
     @property
     def deformable(self) -> bool:
         return self.variant != "baseline"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> DeformGANConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- layers

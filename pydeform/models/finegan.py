@@ -38,15 +38,14 @@ Codes: one-hot. In training they are tied (`tie_codes`): b = c and p = c // (Nc 
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pydeform.options import check_ints, option
+from pydeform.options import ModelConfig, check_ints, option
 
 __all__ = [
     "FineGANConfig",
@@ -78,7 +77,7 @@ PATCH_STRIDE = 4  # and its stride (patch_stride)
 
 
 @dataclass
-class FineGANConfig:
+class FineGANConfig(ModelConfig):
     """The networks' sizes (saved in checkpoints). CUB: 200 backgrounds, 20 parents, 200
     children, z 100, gf = df = 64. With tied codes (training) backgrounds == children."""
 
@@ -100,14 +99,6 @@ class FineGANConfig:
                 f"children ({self.children}) must be a multiple of parents ({self.parents}): tied codes map child c "
                 f"to parent c // (children / parents)"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> FineGANConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- codes

@@ -39,9 +39,7 @@ skip concatenations, to gf/4 channels at 128x128, then 2 residual blocks. Its di
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +56,7 @@ from pydeform.models.finegan import (
     one_hot,
     tie_codes,
 )
-from pydeform.options import check_ints, option
+from pydeform.options import ModelConfig, check_ints, option
 
 __all__ = [
     "MixNMatchConfig",
@@ -76,7 +74,7 @@ CODES = ("z", "b", "p", "c")
 
 
 @dataclass
-class MixNMatchConfig:
+class MixNMatchConfig(ModelConfig):
     """The networks' sizes (saved in checkpoints); MixNMatch's CUB settings by default."""
 
     z_dim: int = option(100, "noise dimension")
@@ -102,14 +100,6 @@ class MixNMatchConfig:
 
     def code_sizes(self) -> dict[str, int]:
         return {"z": self.z_dim, "b": self.backgrounds, "p": self.parents, "c": self.children}
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> MixNMatchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- generator

@@ -31,14 +31,12 @@ the `use_bias` rule of the published code.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from pydeform.options import check_ints, option
+from pydeform.options import ModelConfig, check_ints, option
 
 __all__ = [
     "PATNConfig",
@@ -87,7 +85,7 @@ PRESETS: dict[str, Preset] = {
 
 
 @dataclass
-class PATNConfig:
+class PATNConfig(ModelConfig):
     """Everything needed to rebuild the networks (saved in checkpoints).
 
     preset: "market" or "fashion"; size and norm override the preset's. block: "patb" (PATN)
@@ -138,14 +136,6 @@ class PATNConfig:
     @property
     def norm_kind(self) -> str:
         return self.norm if self.norm is not None else PRESETS[self.preset].norm
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> PATNConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- layers

@@ -28,18 +28,16 @@ converted to kornia's input -> output pixel convention).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pydeform.geometry import composite, compose_params, normalized_to_pixel, params_to_matrix, to_kornia
-from pydeform.options import option
+from pydeform.options import ModelConfig, option
 
 __all__ = [
     "OPS",
@@ -59,7 +57,7 @@ IN_CHANNELS = 3 + 4  # background RGB + warped foreground RGBA
 
 
 @dataclass
-class STGANConfig:
+class STGANConfig(ModelConfig):
     """Everything needed to rebuild the networks (saved in checkpoints).
 
     size: (H, W) of backgrounds and foregrounds (144x144 in the glasses experiment).
@@ -96,14 +94,6 @@ class STGANConfig:
             raise ValueError(f"ops must be one of {list(OPS)}, got {self.ops!r}")
         if not (isinstance(self.init_std, (int, float)) and math.isfinite(self.init_std) and self.init_std > 0):
             raise ValueError(f"init_std must be a positive number, got {self.init_std!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> STGANConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- layers

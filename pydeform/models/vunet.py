@@ -27,18 +27,16 @@ Where the paper and the code differ, this follows the code (marked "code, not pa
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pydeform.options import option
+from pydeform.options import ModelConfig, option
 
 __all__ = [
     "NUM_PARTS",
@@ -75,7 +73,7 @@ PRESETS = {
 
 
 @dataclass
-class VUNetConfig:
+class VUNetConfig(ModelConfig):
     """The networks' settings (fixed for a run)."""
 
     preset: str = option("market", "market: 128x128 images, box factor 1, bottleneck factor 1 (batch 16); "
@@ -119,14 +117,6 @@ class VUNetConfig:
     @property
     def box_size(self) -> int:
         return self.size // 2**self.box_factor
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> VUNetConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 # ----------------------------------------------------------------------------- TensorFlow's layouts

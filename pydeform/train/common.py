@@ -11,6 +11,7 @@ import math
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,7 +398,7 @@ def synthetic_factors(count: int = 2000, progress: bool = True, info: DistInfo |
     root = cache_dir() / f"synth-factors-128-seed0-n{count}-{digest}"
 
     def write(tmp: Path) -> None:
-        print(f"writing the synthetic factor set to {root} (once)", flush=True)
+        print(f"writing the synthetic factor set to {root} (once)", file=sys.stderr, flush=True)
         synth_factors.write_factors(tmp, count=count, size=128, seed=0, progress=progress)
 
     return write_once(root, write, info)

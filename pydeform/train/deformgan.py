@@ -41,9 +41,9 @@ from pydeform.train.common import DistInfo, atomic_write, check_minimum, render_
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
-    SYNTH_NAME,
     PoseTestConfig,
     format_metrics,
+    pose_pair_folder,
     synthetic_pose_pairs,
     test_pose_pairs,
 )
@@ -95,8 +95,6 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model, dict):
-            self.model = DeformGANConfig.from_dict(self.model)
         check_minimum(self, ("steps", "batch_size", "synth_identities"), 1)
         check_minimum(self, ("lr",), 0, strict=True)
         check_minimum(self, ("l1_weight", "nn_weight"), 0)
@@ -207,12 +205,10 @@ def evaluate(
         model_config = dataclasses.replace(model_config, ops=ops)
     trained = state.get("train_config", {})
     torch_device = torch.device(device)
-    if data is None and trained.get("data") is None:
-        root = synthetic_data(model_config.image_size, trained.get("synth_identities", 100), progress)
-        name = name or SYNTH_NAME
-    else:
-        root = Path(data if data is not None else trained["data"])
-        name = name or trained.get("name") or PRESETS[model_config.preset].data_name
+    root, name = pose_pair_folder(
+        data if data is not None else trained.get("data"), name or trained.get("name"),
+        PRESETS[model_config.preset].data_name, model_config.image_size, trained.get("synth_identities", 100), progress,
+    )  # fmt: skip
     with user_errors():
         test_set = open_pose_pairs(root, name, "test")
         _check_image_size(test_set, model_config, f"{root} ({name}, test)")
@@ -252,10 +248,9 @@ class DeformGANRecipe(Recipe):
 
     def open_data(self, run: Run) -> Data:
         config = self.config
-        root = Path(config.data) if config.data is not None else synthetic_data(
-            config.model.image_size, config.synth_identities, config.progress and run.info.is_main, run.info
-        )  # fmt: skip
-        name = config.name or (SYNTH_NAME if config.data is None else PRESETS[config.model.preset].data_name)
+        root, name = pose_pair_folder(config.data, config.name, PRESETS[config.model.preset].data_name,
+                                      config.model.image_size, config.synth_identities,
+                                      config.progress and run.info.is_main, run.info)  # fmt: skip
         train_set = open_pose_pairs(root, name, "train")
         _check_image_size(train_set, config.model, f"{root} ({name}, train)")
         try:

@@ -116,6 +116,9 @@ class RunConfig:
     progress: bool = option(True, "no progress bar", flag="--no-progress", resume="free")
 
     def __post_init__(self) -> None:
+        model = next((f for f in dataclasses.fields(self) if f.name == "model"), None)
+        if model is not None and isinstance(self.model, dict):  # a saved config: its model config as a dict
+            self.model = model.default_factory.from_dict(self.model)
         check_minimum(self, ("log_every",), 1)
         check_minimum(self, ("sample_every", "checkpoint_every", "workers", "seed"), 0)
         if self.amp and self.device != "cuda":

@@ -69,7 +69,7 @@ from pydeform.train.engine import (
 )
 from pydeform.train.engine import train as run_training
 
-__all__ = ["TrainConfig", "TestConfig", "FineGANRecipe", "train", "evaluate", "synthetic_factors", "sample_codes",
+__all__ = ["FactorRunConfig", "TrainConfig", "TestConfig", "FineGANRecipe", "train", "evaluate", "synthetic_factors", "sample_codes",
            "hard_negatives", "format_metrics"]  # fmt: skip
 
 CHECKPOINT_KIND = "pydeform.finegan"
@@ -77,7 +77,34 @@ GRID_COLUMNS = 6
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class FactorRunConfig(RunConfig):
+    """What FineGAN and MixNMatch runs share: the data, the batch, Adam's betas, the background
+    weight, the EMA of G, and tied codes (b = c) in training."""
+
+    data: str | None = option(None, "CUB-layout folder (images.txt, bounding_boxes.txt, images/); default: the "
+                              "synthetic factor set", metavar="DIR")  # fmt: skip
+    batch_size: int = option(16, "images per step and process (16: FineGAN's)")
+    betas: tuple[float, float] = option((0.5, 0.999), "Adam betas", parse="floats")
+    bg_weight: float = option(10.0, "background adversarial weight (FineGAN's BG_LOSS_WT)", resume="apply")
+    ema_decay: float = option(0.999, "decay of the EMA of G's parameters", resume="apply")
+    synth_count: int = option(2000, "images of the synthetic factor set (without --data)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.data == "synthetic":
+            self.data = None
+        check_minimum(self, ("batch_size", "synth_count"), 1)
+        check_minimum(self, ("bg_weight", "ema_decay"), 0)
+        if self.ema_decay > 1:
+            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}")
+        if self.model.backgrounds != self.model.children:
+            raise ValueError(f"training ties b = c: backgrounds ({self.model.backgrounds}) must equal children "
+                             f"({self.model.children})")  # fmt: skip
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class TrainConfig(FactorRunConfig):
     """Train FineGAN: background, parent (shape, mask) and child (texture, mask) stages from tied
     codes, the patch-labelled background discriminator, info losses, the EMA of G, then the
     hard-negative phase. Without --data it trains on the synthetic factor set (`pydeform synth
@@ -86,35 +113,17 @@ class TrainConfig(RunConfig):
     """
 
     model: FineGANConfig = option(default_factory=FineGANConfig)
-    data: str | None = option(None, "CUB-layout folder (images.txt, bounding_boxes.txt, images/); default: the "
-                              "synthetic factor set", metavar="DIR")  # fmt: skip
     steps: int = option(1000, "steps of the main phase (FineGAN: 600 epochs)", required=True)
     hard_steps: int = option(1500, "steps of the hard-negative phase after it (FineGAN's HARDNEG_MAX_ITER)")
     hard_repeat: int = option(10, "batches drawn per hard-negative step, of which the worst are kept")
-    batch_size: int = option(16, "images per step and process (16: FineGAN's)")
     lr_g: float = option(2e-4, "Adam lr of G (and of D1 and D2's info head)", resume="apply")
     lr_d: float = option(2e-4, "Adam lr of the discriminators D0, D2", resume="apply")
-    betas: tuple[float, float] = option((0.5, 0.999), "Adam betas", parse="floats")
-    bg_weight: float = option(10.0, "background adversarial weight (FineGAN's BG_LOSS_WT)", resume="apply")
-    ema_decay: float = option(0.999, "decay of the EMA of G's parameters", resume="apply")
-    synth_count: int = option(2000, "images of the synthetic factor set (without --data)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model, dict):
-            self.model = FineGANConfig.from_dict(self.model)
-        if self.data == "synthetic":
-            self.data = None
-        check_minimum(self, ("steps", "batch_size", "hard_repeat", "synth_count"), 1)
+        check_minimum(self, ("steps", "hard_repeat"), 1)
         check_minimum(self, ("hard_steps",), 0)
         check_minimum(self, ("lr_g", "lr_d"), 0, strict=True)
-        check_minimum(self, ("bg_weight", "ema_decay"), 0)
-        if self.ema_decay > 1:
-            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}")
-        if self.model.backgrounds != self.model.children:
-            raise ValueError(f"training ties b = c: backgrounds ({self.model.backgrounds}) must equal children "
-                             f"({self.model.children})")  # fmt: skip
-        self.betas = tuple(self.betas)
 
 
 @dataclass

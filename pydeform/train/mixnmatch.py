@@ -69,11 +69,11 @@ from pydeform.train.engine import (
     ImageMetrics,
     Recipe,
     Run,
-    RunConfig,
     format_image_metrics,
     open_checkpoint,
 )
 from pydeform.train.engine import train as run_training
+from pydeform.train.finegan import FactorRunConfig
 
 __all__ = ["TrainConfig", "TestConfig", "MixNMatchRecipe", "train", "evaluate", "mix", "load_mixer",
            "bi_discriminator_loss", "code_prediction_loss", "Mixer"]  # fmt: skip
@@ -85,7 +85,7 @@ SOFT_P_PROBABILITY = 0.2  # train_second_stage.prepare_data
 
 
 @dataclass
-class TrainConfig(RunConfig):
+class TrainConfig(FactorRunConfig):
     """Train MixNMatch: stage 1, FineGAN with four encoders, four bi-adversarial (image, code)
     critics (WGAN-GP, mixed interpolation) and the code-prediction loss on untied codes; stage 2
     (--feature-steps), the feature-mode extractor against the frozen generator. Without --data it
@@ -93,37 +93,21 @@ class TrainConfig(RunConfig):
     (the mixing grid) and OUT/checkpoint.pt."""
 
     model: MixNMatchConfig = option(default_factory=MixNMatchConfig)
-    data: str | None = option(None, "CUB-layout folder; default: the synthetic factor set", metavar="DIR")
     steps: int = option(1000, "steps of stage 1", required=True)
     feature_steps: int = option(0, "steps of stage 2 (feature mode) after stage 1")
-    batch_size: int = option(16, "images per step and process")
     lr: float = option(2e-4, "Adam lr of G, encoders, D0, D2 and the bi-discriminators", resume="apply")
     lr_extractor: float = option(2e-4, "Adam lr of the feature extractor (stage 2)", resume="apply")
     lr_feature_d: float = option(2e-5, "Adam lr of the feature discriminator (stage 2)", resume="apply")
-    betas: tuple[float, float] = option((0.5, 0.999), "Adam betas", parse="floats")
-    bg_weight: float = option(10.0, "background adversarial weight", resume="apply")
     gp_weight: float = option(GP_WEIGHT, "gradient penalty weight of the bi-discriminators", resume="apply")
-    ema_decay: float = option(0.999, "decay of the EMA of G's parameters", resume="apply")
-    synth_count: int = option(2000, "images of the synthetic factor set (without --data)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model, dict):
-            self.model = MixNMatchConfig.from_dict(self.model)
-        if self.data == "synthetic":
-            self.data = None
-        check_minimum(self, ("steps", "batch_size", "synth_count"), 1)
+        check_minimum(self, ("steps",), 1)
         check_minimum(self, ("feature_steps",), 0)
         check_minimum(self, ("lr", "lr_extractor", "lr_feature_d"), 0, strict=True)
-        check_minimum(self, ("bg_weight", "gp_weight", "ema_decay"), 0)
-        if self.ema_decay > 1:
-            raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}")
-        if self.model.backgrounds != self.model.children:
-            raise ValueError(f"training ties b = c: backgrounds ({self.model.backgrounds}) must equal children "
-                             f"({self.model.children})")  # fmt: skip
+        check_minimum(self, ("gp_weight",), 0)
         if self.amp:
             raise ValueError("mixnmatch does not train under amp (--amp): its gradient penalty needs float32 gradients")
-        self.betas = tuple(self.betas)
 
 
 @dataclass

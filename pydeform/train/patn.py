@@ -47,10 +47,9 @@ from pydeform.train.common import ImagePool, atomic_write, check_minimum, render
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
-    SYNTH_NAME,
     PoseTestConfig,
     format_metrics,
-    synthetic_pose_pairs,
+    pose_pair_folder,
     test_pose_pairs,
 )
 
@@ -134,8 +133,6 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model, dict):
-            self.model = PATNConfig.from_dict(self.model)
         preset = PRESETS[self.model.preset]
         if self.batch_size is None:
             self.batch_size = preset.batch_size
@@ -330,10 +327,9 @@ class PATNRecipe(Recipe):
 
     def open_data(self, run: Run) -> Data:
         config = self.config
-        root = Path(config.data) if config.data is not None else synthetic_pose_pairs(
-            config.model.image_size, config.synth_identities, config.progress and run.info.is_main, run.info
-        )  # fmt: skip
-        name = config.name or (SYNTH_NAME if config.data is None else PRESETS[config.model.preset].data_name)
+        root, name = pose_pair_folder(config.data, config.name, PRESETS[config.model.preset].data_name,
+                                      config.model.image_size, config.synth_identities,
+                                      config.progress and run.info.is_main, run.info)  # fmt: skip
         train_set = _open_pairs(root, name, "train", config.heatmaps, config.crop_columns, config.model)
         try:
             sample_set = _open_pairs(root, name, "test", config.heatmaps, config.crop_columns, config.model)
@@ -515,12 +511,10 @@ def evaluate(
     model_config = PATNConfig.from_dict(state["config"])
     trained = state.get("train_config", {})
     torch_device = torch.device(device)
-    if data is None and trained.get("data") is None:
-        root = synthetic_pose_pairs(model_config.image_size, trained.get("synth_identities", 100), progress)
-        name = name or SYNTH_NAME
-    else:
-        root = Path(data if data is not None else trained["data"])
-        name = name or trained.get("name") or PRESETS[model_config.preset].data_name
+    root, name = pose_pair_folder(
+        data if data is not None else trained.get("data"), name or trained.get("name"),
+        PRESETS[model_config.preset].data_name, model_config.image_size, trained.get("synth_identities", 100), progress,
+    )  # fmt: skip
     crop = trained.get("crop_columns")
     with user_errors():
         test_set = _open_pairs(root, name, "test", trained.get("heatmaps", "gaussian"),

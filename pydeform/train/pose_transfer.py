@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ __all__ = [
     "SYNTH_NAME",
     "SYNTH_SEED",
     "synthetic_pose_pairs",
+    "pose_pair_folder",
     "to_uint8_values",
     "metric_sums",
     "image_name",
@@ -65,10 +68,22 @@ def synthetic_pose_pairs(
     def write(tmp: Path) -> None:
         from pydeform.data.synth_pose import write_pose_pairs
 
-        print(f"writing the synthetic pose-pair set to {root} (once)", flush=True)
+        print(f"writing the synthetic pose-pair set to {root} (once)", file=sys.stderr, flush=True)
         write_pose_pairs(tmp, (height, width), identities, SYNTH_SEED, name=SYNTH_NAME, progress=progress)
 
     return write_once(root, write, info)
+
+
+def pose_pair_folder(
+    data: str | os.PathLike | None, name: str | None, preset_name: str, size: tuple[int, int], identities: int,
+    progress: bool, info: DistInfo | None = None,
+) -> tuple[Path, str]:
+    """The folder and file prefix of a pose-pair set: `data` with `name` (default the
+    preset's `preset_name`), or without a folder the synthetic set of `size` (prefix
+    "synth"). Training passes its settings; testing the ones given, else the checkpoint's."""
+    if data is None:
+        return synthetic_pose_pairs(size, identities, progress, info), name or SYNTH_NAME
+    return Path(data), name or preset_name
 
 
 def to_uint8_values(images: Tensor, truncate: bool) -> Tensor:

@@ -48,6 +48,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,6 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model, dict):
-            self.model = STGANConfig.from_dict(self.model)
         if self.data == "synthetic":
             self.data = None
         if self.d_steps is None:
@@ -231,7 +230,7 @@ def synthetic_data(
     root = cache_dir() / f"synth-placement-{height}x{width}-seed{SYNTH_SEED}-n{train}-{test}-{generator}"
 
     def write(tmp: Path) -> None:
-        print(f"writing the synthetic placement set to {root} (once)", flush=True)
+        print(f"writing the synthetic placement set to {root} (once)", file=sys.stderr, flush=True)
         synth_placement.write_placement(tmp, size=(height, width), train=train, test=test, seed=SYNTH_SEED,
                                         progress=progress)  # fmt: skip
 

@@ -149,8 +149,6 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if isinstance(self.model, dict):
-            self.model = VUNetConfig.from_dict(self.model)
         if self.batch_size is None:
             self.batch_size = PRESETS[self.model.preset].batch_size
         if self.lr_decay_begin is None:
