@@ -1,15 +1,17 @@
-"""Image reading for the datasets: every failure names the file.
+"""Image reading for the datasets (every failure names the file), and image sizes.
 
 A truncated or corrupt image otherwise fails inside a DataLoader worker with PIL's bare
 "OSError: image file is truncated", and on a 30k-image set nobody can find the file.
 """
 from __future__ import annotations
 
+import re
 from os import PathLike
 
+import numpy as np
 from PIL import Image
 
-__all__ = ["read_image", "image_size", "has_alpha"]
+__all__ = ["read_image", "image_size", "has_alpha", "size_at_least"]
 
 # What PIL raises for unreadable data: OSError (truncated, unidentified), SyntaxError (some
 # broken headers), ValueError / struct errors (bad fields), DecompressionBombError.
@@ -50,3 +52,21 @@ def image_size(path: str | PathLike) -> tuple[int, int]:
 def has_alpha(image: Image.Image) -> bool:
     """Whether the image carries transparency: an alpha band or a transparency key."""
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def size_at_least(size: object, minimum: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) from a pair of ints or from "HxW" text (a CLI's --size), each side at
+    least `minimum`'s; ValueError otherwise."""
+    if isinstance(size, str):
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+        if match is None:
+            raise ValueError(f"size must look like HxW (e.g. 128x64), got {size!r}")
+        size = (int(match.group(1)), int(match.group(2)))
+    try:
+        h, w = size
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be (height, width), got {size!r}") from None
+    ints = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in (h, w))
+    if not ints or h < minimum[0] or w < minimum[1]:
+        raise ValueError(f"size must be two ints (height, width) of at least {minimum[0]}x{minimum[1]}, got {size!r}")
+    return int(h), int(w)

@@ -28,7 +28,6 @@ import colorsys
 import csv
 import json
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from pydeform.data._images import size_at_least
 from pydeform.geometry import composite, params_to_matrix
 from pydeform.geometry._checks import check_float_tensor, check_size
 from pydeform.ops.homography import homography_sample
@@ -67,7 +67,7 @@ _ROTATION = math.radians(15.0)
 _TRANSLATION = 0.2  # |p0|, |p4| (normalized units, ~ the face centre's offset)
 
 _SUPERSAMPLE = 3  # samples per pixel side: anti-aliased edges
-_MIN_SIDE = 16
+_MIN_SIZE = (16, 16)
 _MIN_CHANNEL = 0.25  # every non-pupil colour; see the module docstring
 _FOREGROUNDS = 32  # glasses objects per split
 
@@ -93,23 +93,7 @@ _TEMPLE_END = 0.49
 
 def parse_size(text: str) -> tuple[int, int]:
     """Parse ``"HxW"`` (e.g. ``"64x64"``) into ``(H, W)``, both sides >= 16."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if m is None:
-        raise ValueError(f"size must look like HxW (e.g. 64x64), got {text!r}")
-    return _check_size((int(m.group(1)), int(m.group(2))))
-
-
-def _check_size(size) -> tuple[int, int]:
-    if isinstance(size, str):
-        return parse_size(size)
-    try:
-        h, w = size
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width), got {size!r}") from None
-    ok = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in (h, w))
-    if not ok or h < _MIN_SIDE or w < _MIN_SIDE:
-        raise ValueError(f"size must be two ints (height, width), each >= {_MIN_SIDE}, got {size!r}")
-    return int(h), int(w)
+    return size_at_least(text, _MIN_SIZE)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -458,7 +442,7 @@ def write_placement(
     Returns:
         The dict written to info.json.
     """
-    h, w = _check_size(size)
+    h, w = size_at_least(size, _MIN_SIZE)
     counts = {"train": _check_int("train", train, 1), "test": _check_int("test", test, 1)}
     seed = _check_int("seed", seed, 0)
     foregrounds = _check_int("foregrounds", foregrounds, 1)

@@ -34,6 +34,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pydeform.data._images import size_at_least
+
 __all__ = [
     "KEYPOINT_NAMES",
     "PART_NAMES",
@@ -198,25 +200,7 @@ class PosePairsDataset:
 
 def parse_size(text: str) -> tuple[int, int]:
     """Parse ``"HxW"`` (e.g. ``"128x64"``) into ``(H, W)``; for the CLI's ``--size``."""
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if m is None:
-        raise ValueError(f"size must look like HxW (e.g. 128x64), got {text!r}")
-    return _check_size((int(m.group(1)), int(m.group(2))))
-
-
-def _check_size(size) -> tuple[int, int]:
-    if isinstance(size, str):
-        return parse_size(size)
-    try:
-        h, w = size
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (height, width), got {size!r}") from None
-    ok = all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in (h, w))
-    if not ok or h < _MIN_SIZE[0] or w < _MIN_SIZE[1]:
-        raise ValueError(
-            f"size must be two ints (height, width) of at least {_MIN_SIZE}, got {size!r}"
-        )
-    return int(h), int(w)
+    return size_at_least(text, _MIN_SIZE)
 
 
 def _check_rng(rng) -> np.random.Generator:
@@ -291,7 +275,7 @@ def sample_pose(rng: np.random.Generator, size: tuple[int, int] = (128, 64)) -> 
     About 15% of poses are zoomed or shifted so the figure is partly out of frame.
     """
     rng = _check_rng(rng)
-    h, w = _check_size(size)
+    h, w = size_at_least(size, _MIN_SIZE)
     height = rng.uniform(0.8, 0.93) * h
     scale = height / _FIGURE_HEIGHT
     x = w / 2 + rng.normal(0.0, 0.05 * w)
@@ -342,7 +326,7 @@ def sample_background(rng: np.random.Generator, size: tuple[int, int] = (128, 64
     low-frequency blotches and fine grain.
     """
     rng = _check_rng(rng)
-    h, w = _check_size(size)
+    h, w = size_at_least(size, _MIN_SIZE)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     yn = yy / h
     base = np.asarray(_hsv(rng, (0.0, 0.3), (0.35, 0.9)), np.float32)
@@ -425,7 +409,7 @@ def pose_keypoints(identity: Identity, pose: Pose, size: tuple[int, int] = (128,
     A joint is missing when its nearest pixel is outside the image, or for the ear on the
     far side of a head turned by more than 0.3 (|head_yaw|).
     """
-    h, w = _check_size(size)
+    h, w = size_at_least(size, _MIN_SIZE)
     kp = np.floor(pose_joints(identity, pose) + 0.5).astype(np.int64)
     out = (kp[:, 0] < 0) | (kp[:, 0] >= h) | (kp[:, 1] < 0) | (kp[:, 1] >= w)
     kp[out] = -1
@@ -508,7 +492,7 @@ def render_person(identity: Identity, pose: Pose, size: tuple[int, int] = (128, 
     index into :data:`PART_NAMES` of the part covering each pixel (coverage >= 1/2), -1
     for background. ``background`` is (H, W, 3) uint8 (default: mid grey).
     """
-    h, w = _check_size(size)
+    h, w = size_at_least(size, _MIN_SIZE)
     if not isinstance(identity, Identity):
         raise ValueError(f"identity must be an Identity, got {type(identity).__name__}")
     if not isinstance(pose, Pose):
@@ -664,7 +648,7 @@ def write_pose_pairs(
     Returns:
         A :class:`PosePairsDataset` with the paths and per-split counts.
     """
-    h, w = _check_size(size)
+    h, w = size_at_least(size, _MIN_SIZE)
     identities = _check_int("identities", identities, 2)
     seed = _check_int("seed", seed, 0)
     images_per_identity = _check_int("images_per_identity", images_per_identity, 2)
