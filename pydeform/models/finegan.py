@@ -161,18 +161,19 @@ class ResBlock(nn.Module):
 
 
 class Trunk(nn.Module):
-    """INIT_STAGE_G: (z, code) -> (ngf / 16, 128, 128)."""
+    """INIT_STAGE_G: fc (no bias) + BN1d + GLU to (ngf, 4, 4), then nearest-upsample GLU
+    blocks through `widths` (FineGAN's: ngf / 2, / 4, / 8, / 16, / 16, to 128x128).
+    forward(first, second) concatenates them in that order (FineGAN: the code, then z)."""
 
-    def __init__(self, in_dim: int, ngf: int) -> None:
+    def __init__(self, in_dim: int, ngf: int, widths: list[int] | None = None) -> None:
         super().__init__()
         self.ngf = ngf
         self.fc = nn.Sequential(nn.Linear(in_dim, ngf * 4 * 4 * 2, bias=False), nn.BatchNorm1d(ngf * 4 * 4 * 2), GLU())
-        widths = [ngf, ngf // 2, ngf // 4, ngf // 8, ngf // 16, ngf // 16]
-        self.ups = nn.Sequential(*[glu_block(a, b, True) for a, b in zip(widths[:-1], widths[1:])])
+        chain = [ngf, *(widths or [ngf // 2, ngf // 4, ngf // 8, ngf // 16, ngf // 16])]
+        self.ups = nn.Sequential(*[glu_block(a, b, True) for a, b in zip(chain[:-1], chain[1:])])
 
-    def forward(self, z: Tensor, code: Tensor) -> Tensor:
-        h = self.fc(torch.cat([code, z], 1)).view(-1, self.ngf, 4, 4)  # the code first, as in the code
-        return self.ups(h)
+    def forward(self, first: Tensor, second: Tensor) -> Tensor:
+        return self.ups(self.fc(torch.cat([first, second], 1)).view(-1, self.ngf, 4, 4))
 
 
 class NextStage(nn.Module):
@@ -237,10 +238,10 @@ class FineGANGenerator(nn.Module):
             raise ValueError(f"{name} must be ({batch}, {size}), got {tuple(code.shape)}")
 
     def draw_background(self, z: Tensor, b: Tensor) -> Tensor:
-        return self.background_image(self.background_trunk(z, b))
+        return self.background_image(self.background_trunk(b, z))
 
     def draw_parent_features(self, z: Tensor, p: Tensor) -> Tensor:
-        return self.parent_stage(self.parent_trunk(z, p), p)
+        return self.parent_stage(self.parent_trunk(p, z), p)
 
     def forward(
         self, z: Tensor, c: Tensor, p: Tensor | None = None, b: Tensor | None = None,

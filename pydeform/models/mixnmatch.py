@@ -50,6 +50,7 @@ from pydeform.models.finegan import (
     GLU,
     FineGANOutput,
     ResBlock,
+    Trunk,
     composite,
     conv3x3,
     glu_block,
@@ -105,20 +106,6 @@ class MixNMatchConfig(ModelConfig):
 # ----------------------------------------------------------------------------- generator
 
 
-class _Trunk(nn.Module):
-    """fc (no bias) + BN1d + GLU to (ngf, 4, 4), then up-blocks through `widths`."""
-
-    def __init__(self, in_dim: int, ngf: int, widths: list[int]) -> None:
-        super().__init__()
-        self.ngf = ngf
-        self.fc = nn.Sequential(nn.Linear(in_dim, ngf * 4 * 4 * 2, bias=False), nn.BatchNorm1d(ngf * 4 * 4 * 2), GLU())
-        chain = [ngf, *widths]
-        self.ups = nn.Sequential(*[glu_block(a, b, True) for a, b in zip(chain[:-1], chain[1:])])
-
-    def forward(self, first: Tensor, second: Tensor) -> Tensor:
-        return self.ups(self.fc(torch.cat([first, second], 1)).view(-1, self.ngf, 4, 4))
-
-
 def _tile(code: Tensor, like: Tensor) -> Tensor:
     return code[:, :, None, None].expand(-1, -1, like.shape[2], like.shape[3])
 
@@ -132,10 +119,10 @@ class MixGenerator(nn.Module):
         super().__init__()
         self.config = config
         gf, ngf = config.gf_dim, config.gf_dim * 8
-        self.background_trunk = _Trunk(config.z_dim + config.backgrounds, ngf,
+        self.background_trunk = Trunk(config.z_dim + config.backgrounds, ngf,
                                        [ngf // 2, ngf // 4, ngf // 8, ngf // 8, ngf // 16])  # fmt: skip
         self.background_image = nn.Sequential(conv3x3(gf // 2, 3), nn.Tanh())
-        self.parent_trunk = _Trunk(config.z_dim + config.parents, ngf, [ngf // 2, ngf // 4, ngf // 8, ngf // 32, ngf // 32])
+        self.parent_trunk = Trunk(config.z_dim + config.parents, ngf, [ngf // 2, ngf // 4, ngf // 8, ngf // 32, ngf // 32])
         self.parent_joint = glu_block(gf // 4 + config.parents, gf // 4, False)
         self.parent_residual = nn.Sequential(*[ResBlock(gf // 4) for _ in range(3)])
         self.parent_image = nn.Sequential(conv3x3(gf // 4, 3), nn.Tanh())
