@@ -37,14 +37,13 @@ from pydeform.losses.gan import DeformGANLoss, discriminator_loss
 from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig, build_discriminator, build_generator
 from pydeform.options import option
 from pydeform.pose import stickman
-from pydeform.train.common import DistInfo, atomic_write, check_minimum, render_pose
+from pydeform.train.common import atomic_write, check_minimum, render_pose
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
     PoseTestConfig,
     format_metrics,
     pose_pair_folder,
-    synthetic_pose_pairs,
     test_pose_pairs,
 )
 
@@ -54,7 +53,6 @@ __all__ = [
     "DeformGANRecipe",
     "train",
     "evaluate",
-    "synthetic_data",
     "open_pose_pairs",
     "RANDOM_VGG_NOTE",
 ]
@@ -119,13 +117,6 @@ class TestConfig(PoseTestConfig):
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def synthetic_data(
-    size: tuple[int, int], identities: int = 100, progress: bool = True, info: DistInfo | None = None
-) -> Path:
-    """The synthetic pose-pair set (`pydeform.train.pose_transfer.synthetic_pose_pairs`)."""
-    return synthetic_pose_pairs(size, identities, progress, info)
 
 
 def open_pose_pairs(root: str | os.PathLike, name: str, split: str) -> Dataset:

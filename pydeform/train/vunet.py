@@ -65,6 +65,7 @@ from pydeform.train.pose_transfer import (
     PoseTestConfig,
     format_pose,
     metric_sums,
+    pose_pair_folder,
     synthetic_pose_pairs,
     to_uint8_values,
 )
@@ -81,7 +82,7 @@ __all__ = [
 ]  # fmt: skip
 
 CHECKPOINT_KIND = "pydeform.vunet"
-SYNTH_NAME, SYNTH_SEED, SYNTH_SIZE = "synth", 0, (128, 64)  # the pose-pair set every family reads
+SYNTH_SIZE = (128, 64)  # the pose-pair set every family reads
 NUM_PRIOR_SAMPLES = 4
 GRID_SEED = 1234  # prior samples of the grids: the same noise at every step
 KL_MIN = 1e-6
@@ -204,8 +205,7 @@ def _datasets(config: VUNetConfig, data: str | None, index: str | None, name: st
     if index is not None:
         train_set = IndexImages(index, True, size, box_factor) if train else None
         return train_set, ImagePairs(IndexImages(index, False, size, box_factor))
-    root = Path(data) if data is not None else synthetic_data(identities, progress, info)
-    name = name or ("market" if data is not None else SYNTH_NAME)
+    root, name = pose_pair_folder(data, name, "market", SYNTH_SIZE, identities, progress, info)
     train_set = PoseImages(root, name, "train", size, box_factor) if train else None
     return train_set, PoseTransfers(root, name, "test", size, box_factor)
 
