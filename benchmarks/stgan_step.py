@@ -50,7 +50,7 @@ def make_batch(device: torch.device, generator: torch.Generator) -> dict[str, to
 def impl_for(ops: str, warps: int, batch: dict[str, torch.Tensor], device: torch.device) -> Impl:
     config = TrainConfig(model=STGANConfig(size=SIZE, warps=warps, ops=ops), batch_size=BATCH, device=device.type)
     seed_everything(config.seed)  # the same weights for every ops
-    networks = _build_networks(config, device, None)
+    networks = _build_networks(config, device)
     _set_trainable(networks.model, warps)
     stage = warps
 

@@ -261,11 +261,6 @@ class DeformGANRecipe(Recipe):
         ).to(device)  # fmt: skip
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
-        if state is not None:
-            self.generator.load_state_dict(state["generator"])
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d.load_state_dict(state["opt_d"])
         self.generator.train()
         self.discriminator.train()
 
@@ -305,13 +300,9 @@ class DeformGANRecipe(Recipe):
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
         return _sample_rows(self.generator, batch, self.run.autocast()), (-1.0, 1.0)
 
-    def state_dict(self, done: int) -> dict[str, Any]:
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-        }
+    def checkpointed(self) -> dict[str, Any]:
+        return {"generator": self.generator, "discriminator": self.discriminator, "opt_g": self.opt_g,
+                "opt_d": self.opt_d}  # fmt: skip
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:

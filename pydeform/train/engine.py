@@ -44,7 +44,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    default_collate,
+)
 from tqdm import tqdm
 
 from pydeform.errors import RunError, TrainingDiverged, mark_user_error, user_errors
@@ -63,12 +69,10 @@ from pydeform.train.common import (
     seed_step,
     to_device,
 )
+from pydeform.train.evaluation import EvalConfig
 
 __all__ = [
     "RunConfig",
-    "EvalConfig",
-    "ImageMetrics",
-    "format_image_metrics",
     "Recipe",
     "Data",
     "Run",
@@ -130,75 +134,6 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-@dataclass
-class EvalConfig:
-    """The settings every `pydeform test MODEL` has; a family's EvalConfig subclasses it."""
-
-    checkpoint: str = option(None, "the OUT/checkpoint.pt of a training run", required=True, metavar="PATH")
-    out: str = option(None, "output folder: images/, samples.png, metrics.json", required=True, metavar="DIR")
-    data: str | None = option(None, "dataset folder (default: the one the checkpoint was trained on)", metavar="DIR")
-    device: str = option("cpu", "where to run", choices=("cpu", "cuda"))
-    batch_size: int = option(8, "images per forward pass")
-    workers: int = option(0, "data loader processes")
-    progress: bool = option(True, "no progress bar", flag="--no-progress")
-    inception: str | None = option(None, "FID Inception weights (pt_inception-2015-12-05-6726825d.pth) for IS and FID",
-                                   metavar="PATH")  # fmt: skip
-    real_stats: str | None = option(None, "real images for FID: a .npz of `pydeform metrics fid --save-stats`, or a "
-                                    "folder of images", metavar="PATH")  # fmt: skip
-    lpips_backbone: str | None = option(None, "torchvision alexnet state dict, for LPIPS", metavar="PATH")
-    lpips_linear: str | None = option(None, "the lpips package's v0.1 alex.pth, for LPIPS", metavar="PATH")
-
-    def __post_init__(self) -> None:
-        check_minimum(self, ("batch_size",), 1)
-        check_minimum(self, ("workers",), 0)
-
-
-class ImageMetrics:
-    """FID, IS and LPIPS of a test split (`pydeform.metrics.generation_metrics`), for every
-    family's `test`, from the weight files an EvalConfig names (`files`: inception,
-    real_stats, lpips_backbone, lpips_linear). `add` each batch of generated (and target)
-    images as uint8 (B, 3, H, W): they are kept only when some weight file is named, so a
-    test without them costs nothing and still says what was skipped and why."""
-
-    FILES = ("inception", "real_stats", "lpips_backbone", "lpips_linear")
-
-    def __init__(self, device: str = "cpu", progress: bool = False, **files: str | None) -> None:
-        unknown = set(files) - set(self.FILES)
-        if unknown:
-            raise TypeError(f"unknown weight files {sorted(unknown)}; expected some of {self.FILES}")
-        self.files, self.device, self.progress = files, device, progress
-        self.wanted = any(files.get(name) for name in ("inception", "lpips_backbone", "lpips_linear"))
-        self.generated: list[Tensor] = []
-        self.targets: list[Tensor] = []
-
-    def add(self, generated: Tensor, targets: Tensor | None = None) -> None:
-        if self.wanted or not self.generated:
-            self.generated.append(generated.cpu())
-            if targets is not None:
-                self.targets.append(targets.cpu())
-
-    def result(self) -> dict[str, Any]:
-        from pydeform.metrics import generation_metrics
-
-        files = self.files
-        with user_errors():
-            return generation_metrics(
-                torch.cat(self.generated), torch.cat(self.targets) if self.targets else None,
-                inception_weights=files.get("inception"), lpips_backbone=files.get("lpips_backbone"),
-                lpips_linear=files.get("lpips_linear"), real_stats=files.get("real_stats"), device=self.device,
-                progress=self.progress,
-            )  # fmt: skip
-
-
-def format_image_metrics(metrics: dict[str, Any]) -> str:
-    """One line of the FID/IS/LPIPS computed, one per metric skipped, with the reason."""
-    shown = [f"IS {metrics['is_mean']:.3f} +- {metrics['is_std']:.3f}"] if "is_mean" in metrics else []
-    shown += [f"{name.upper()} {metrics[name]:.4f}" for name in ("fid", "lpips") if name in metrics]
-    lines = ["   ".join(shown)] if shown else []
-    lines += [f"{name} skipped: {reason}" for name, reason in metrics.get("skipped", {}).items()]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -363,8 +298,8 @@ class Recipe:
         raise NotImplementedError
 
     def build(self, run: Run, state: dict[str, Any] | None) -> None:
-        """Networks and optimisers (torch seeded with config.seed just before), restored
-        from a checkpoint `state` when given."""
+        """Networks and optimisers (torch seeded with config.seed just before); the engine
+        then loads `state`, the checkpoint, when resuming (see `checkpointed`)."""
         raise NotImplementedError
 
     def learning_rates(self, step: int) -> list[tuple[torch.optim.Optimizer, float]]:
@@ -388,9 +323,20 @@ class Recipe:
         """A sample grid of a fixed batch: rows of (3, H, W) images, and their value range."""
         raise NotImplementedError
 
-    def state_dict(self, done: int) -> dict[str, Any]:
-        """The recipe's entries of the checkpoint after step `done`."""
+    def checkpointed(self) -> dict[str, Any]:
+        """What the checkpoint holds of the recipe: {entry: an object with state_dict and
+        load_state_dict (a network, an optimiser, a pool), or a list of them}."""
         raise NotImplementedError
+
+    def state_dict(self, done: int) -> dict[str, Any]:
+        """The recipe's entries of the checkpoint after step `done` (a recipe may add more)."""
+        return {name: [o.state_dict() for o in obj] if isinstance(obj, list) else obj.state_dict()
+                for name, obj in self.checkpointed().items()}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, obj in self.checkpointed().items():
+            for part, saved in zip(obj, state[name], strict=True) if isinstance(obj, list) else [(obj, state[name])]:
+                part.load_state_dict(saved)
 
     @staticmethod
     def evaluate(config: EvalConfig) -> dict[str, Any]:
@@ -600,6 +546,8 @@ def _train(recipe: Recipe, info: DistInfo) -> dict[str, Any]:
         }
         seed_everything(config.seed)  # the same initial weights on every rank
         recipe.build(run, state)
+        if state is not None:
+            recipe.load_state_dict(state)
     if state is not None:
         run.scaler.load_state_dict(state.get("scaler", {}))
         if "rng" in state:

@@ -56,18 +56,16 @@ from pydeform.models.finegan import (
 )
 from pydeform.nets.ema import ParameterEMA
 from pydeform.options import option
-from pydeform.train.common import atomic_write, check_minimum, factor_datasets, save_image_grid, synthetic_factors
-from pydeform.train.engine import (
-    Data,
-    EvalConfig,
-    ImageMetrics,
-    Recipe,
-    Run,
-    RunConfig,
-    format_image_metrics,
-    open_checkpoint,
+from pydeform.train.common import (
+    atomic_write,
+    check_minimum,
+    factor_datasets,
+    save_image_grid,
+    synthetic_factors,
 )
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
+from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
 __all__ = ["FactorRunConfig", "TrainConfig", "TestConfig", "FineGANRecipe", "train", "evaluate", "synthetic_factors", "sample_codes",
            "hard_negatives", "format_metrics"]  # fmt: skip
@@ -259,15 +257,6 @@ class FineGANRecipe(Recipe):
         self.opt_d0 = adam(self.d_background.parameters(), config.lr_d)
         self.opt_d2 = adam(self.d_child.parameters(), config.lr_d)
         self.ema = ParameterEMA(self.generator, config.ema_decay)
-        if state is not None:
-            self.generator.load_state_dict(state["generator"])
-            self.d_background.load_state_dict(state["d_background"])
-            self.d_parent.load_state_dict(state["d_parent"])
-            self.d_child.load_state_dict(state["d_child"])
-            self.opt_g.load_state_dict(state["opt_g"])
-            self.opt_d0.load_state_dict(state["opt_d0"])
-            self.opt_d2.load_state_dict(state["opt_d2"])
-            self.ema.load_state_dict(state["ema"])
         for net in (self.generator, self.d_background, self.d_parent, self.d_child):
             net.train()
 
@@ -327,12 +316,12 @@ class FineGANRecipe(Recipe):
         rows = grid_rows(self.averaged_generator(), self.run.device, self.config.seed)
         return [list(real)] + rows, (-1.0, 1.0)
 
-    def state_dict(self, done: int) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "d_background": self.d_background.state_dict(),
-                "d_parent": self.d_parent.state_dict(), "d_child": self.d_child.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d0": self.opt_d0.state_dict(),
-                "opt_d2": self.opt_d2.state_dict(), "ema": self.ema.state_dict(),
-                "ema_generator": self.averaged_generator().state_dict()}  # fmt: skip
+    def checkpointed(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in
+                ("generator", "d_background", "d_parent", "d_child", "opt_g", "opt_d0", "opt_d2", "ema")}  # fmt: skip
+
+    def state_dict(self, done: int) -> dict[str, Any]:  # plus the averaged weights, for sampling and tests
+        return {**super().state_dict(done), "ema_generator": self.averaged_generator().state_dict()}
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:
@@ -374,7 +363,7 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
     consistency per parent code (images with the same p and random z, b, c: the share of the
     most frequent shape the classifier reads, averaged over p; chance 1 / shapes), and
     "image_metrics": FID (against `real_stats`) and IS of the generated images when
-    `image_metric_files` name the Inception weights (`pydeform.train.engine.ImageMetrics`)."""
+    `image_metric_files` name the Inception weights (`pydeform.train.evaluation.ImageMetrics`)."""
     torch_device = torch.device(device)
     with user_errors():
         generator, state = load_generator(checkpoint, torch_device, weights)

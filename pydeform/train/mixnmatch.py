@@ -47,7 +47,11 @@ from pydeform.errors import user_errors
 from pydeform.losses.codes import code_cross_entropy
 from pydeform.losses.finegan import background_d_loss, bce, child_d_loss
 from pydeform.losses.wgan import mixed_gradient_penalty
-from pydeform.models.finegan import BackgroundDiscriminator, background_patch_weights, init_weights
+from pydeform.models.finegan import (
+    BackgroundDiscriminator,
+    background_patch_weights,
+    init_weights,
+)
 from pydeform.models.mixnmatch import (
     CODES,
     BiDiscriminators,
@@ -62,17 +66,16 @@ from pydeform.models.mixnmatch import (
 )
 from pydeform.nets.ema import ParameterEMA
 from pydeform.options import option
-from pydeform.train.common import atomic_write, check_minimum, factor_datasets, save_image_grid, synthetic_factors
-from pydeform.train.engine import (
-    Data,
-    EvalConfig,
-    ImageMetrics,
-    Recipe,
-    Run,
-    format_image_metrics,
-    open_checkpoint,
+from pydeform.train.common import (
+    atomic_write,
+    check_minimum,
+    factor_datasets,
+    save_image_grid,
+    synthetic_factors,
 )
+from pydeform.train.engine import Data, Recipe, Run, open_checkpoint
 from pydeform.train.engine import train as run_training
+from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 from pydeform.train.finegan import FactorRunConfig
 
 __all__ = ["TrainConfig", "TestConfig", "MixNMatchRecipe", "train", "evaluate", "mix", "load_mixer",
@@ -238,12 +241,6 @@ class MixNMatchRecipe(Recipe):
         self.opt_fd = adam(self.d_feature.parameters(), config.lr_feature_d)
         self.ema = ParameterEMA(self.generator, config.ema_decay)
         self.frozen: MixGenerator | None = None
-        if state is not None:
-            for name in ("generator", "d_background", "d_parent", "d_child", "encoder", "bi", "extractor", "d_feature"):
-                getattr(self, name).load_state_dict(state[name])
-            for name in ("opt_ge", "opt_d0", "opt_d2", "opt_bd", "opt_ex", "opt_fd"):
-                getattr(self, name).load_state_dict(state[name])
-            self.ema.load_state_dict(state["ema"])
         for net in (self.generator, self.d_background, self.d_parent, self.d_child, self.encoder, self.bi,
                     self.extractor, self.d_feature):  # fmt: skip
             net.train()
@@ -353,13 +350,14 @@ class MixNMatchRecipe(Recipe):
             rows += mixing_grid(mixer, images, "feature")
         return rows, (-1.0, 1.0)
 
-    def state_dict(self, done: int) -> dict[str, Any]:
-        state = {name: getattr(self, name).state_dict() for name in
-                 ("generator", "d_background", "d_parent", "d_child", "encoder", "bi", "extractor", "d_feature",
-                  "opt_ge", "opt_d0", "opt_d2", "opt_bd", "opt_ex", "opt_fd", "ema")}  # fmt: skip
-        state["ema_generator"] = self.ema.averaged(self.generator).state_dict()
-        state["feature_trained"] = done > self.config.steps
-        return state
+    def checkpointed(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in
+                ("generator", "d_background", "d_parent", "d_child", "encoder", "bi", "extractor", "d_feature",
+                 "opt_ge", "opt_d0", "opt_d2", "opt_bd", "opt_ex", "opt_fd", "ema")}  # fmt: skip
+
+    def state_dict(self, done: int) -> dict[str, Any]:  # plus what `pydeform mix` and `test` read
+        return {**super().state_dict(done), "ema_generator": self.ema.averaged(self.generator).state_dict(),
+                "feature_trained": done > self.config.steps}  # fmt: skip
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:
@@ -435,7 +433,7 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
     """Mix triples of the test split: output k takes the background of image k, the shape of
     image k + 1 and the texture of image k + 2 (indices mod N). See TestConfig. With
     `image_metric_files`, "image_metrics" holds FID/IS of the code-mode mixes
-    (`pydeform.train.engine.ImageMetrics`)."""
+    (`pydeform.train.evaluation.ImageMetrics`)."""
     torch_device = torch.device(device)
     with user_errors():
         mixer, state = load_mixer(checkpoint, torch_device)

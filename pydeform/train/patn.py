@@ -349,14 +349,11 @@ class PATNRecipe(Recipe):
         self.opt_g, self.opt_d_shape = adam(self.generator), adam(self.d_shape)
         self.opt_d_appearance = adam(self.d_appearance)
         self.pool_shape, self.pool_appearance = ImagePool(config.pool_size), ImagePool(config.pool_size)
-        if state is not None:
-            for key, module in self._stateful().items():
-                module.load_state_dict(state[key])
         self.generator.train()
         self.d_shape.train()
         self.d_appearance.train()
 
-    def _stateful(self) -> dict[str, Any]:
+    def checkpointed(self) -> dict[str, Any]:
         return {"generator": self.generator, "d_shape": self.d_shape, "d_appearance": self.d_appearance,
                 "opt_g": self.opt_g, "opt_d_shape": self.opt_d_shape, "opt_d_appearance": self.opt_d_appearance,
                 "pool_shape": self.pool_shape, "pool_appearance": self.pool_appearance}  # fmt: skip
@@ -432,9 +429,6 @@ class PATNRecipe(Recipe):
 
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
         return _sample_rows(self.generator, batch, self.run.autocast()), (-1.0, 1.0)
-
-    def state_dict(self, done: int) -> dict[str, Any]:
-        return {key: value.state_dict() for key, value in self._stateful().items()}
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:

@@ -24,16 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pydeform.errors import user_errors
-from pydeform.train.common import DistInfo, cache_dir, save_image_grid, to_device, write_once
 from pydeform.options import option
-from pydeform.train.engine import EvalConfig, ImageMetrics, format_image_metrics
+from pydeform.train.common import (
+    DistInfo,
+    cache_dir,
+    save_image_grid,
+    to_device,
+    write_once,
+)
+from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
 __all__ = [
     "test_pose_pairs",
@@ -180,7 +186,7 @@ def test_pose_pairs(
     images that are scored) and out/samples.png (sample_rows of the first batch, at most 4
     pairs). Returns {"generated", "copy_source"} (means of `metric_sums` over the pairs),
     "image_metrics" (FID/IS/LPIPS against the targets when weight files are named, else
-    what was skipped and why, see `pydeform.train.engine.ImageMetrics`), "pairs" and, with a
+    what was skipped and why, see `pydeform.train.evaluation.ImageMetrics`), "pairs" and, with a
     `detector` checkpoint, "pose" and "copy_source_pose" (`PoseScores`)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)

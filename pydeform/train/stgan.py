@@ -75,17 +75,9 @@ from pydeform.train.common import (
     to_device,
     write_once,
 )
-from pydeform.train.engine import (
-    Data,
-    EvalConfig,
-    ImageMetrics,
-    Recipe,
-    Run,
-    RunConfig,
-    format_image_metrics,
-    open_checkpoint,
-)
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
+from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
 __all__ = [
     "TrainConfig",
@@ -283,31 +275,10 @@ class _Networks:
     history: FakeHistory
     run: Run  # its update(): backward, gradients averaged over the ranks, step
 
-    def state_dict(self) -> dict[str, Any]:
-        state = {
-            "generators": self.model.state_dict(),
-            "opt_g": [opt.state_dict() for opt in self.opt_g],
-            "history": self.history.state_dict(),
-        }
-        if self.discriminator is not None:
-            state.update(discriminator=self.discriminator.state_dict(), opt_d=self.opt_d.state_dict())
-        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["generators"])
-        for opt, saved in zip(self.opt_g, state["opt_g"], strict=True):
-            opt.load_state_dict(saved)
-        self.history.load_state_dict(state["history"])
-        if self.discriminator is not None:
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.opt_d.load_state_dict(state["opt_d"])
-
-
-def _build_networks(
-    config: TrainConfig, device: torch.device, state: dict[str, Any] | None, run: Run | None = None
-) -> _Networks:
-    """Networks, Adam optimisers and the history of fakes, restored from `state` when
-    given; `run`: the engine's (default: a single process on `device`)."""
+def _build_networks(config: TrainConfig, device: torch.device, run: Run | None = None) -> _Networks:
+    """Networks, Adam optimisers and the history of fakes; `run`: the engine's (default: a
+    single process on `device`)."""
     run = run or Run(config, DistInfo(0, 1, 0, torch.device(device)))
     model = STGAN(config.model).to(device)
     # ST-GAN: tf.train.AdamOptimizer with its default betas (0.9, 0.999).
@@ -316,10 +287,7 @@ def _build_networks(
     if not config.supervised:
         discriminator = STGANDiscriminator(config.model.d_widths, config.model.init_std).to(device)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=config.lr_d)
-    networks = _Networks(model, discriminator, opt_g, opt_d, FakeHistory(config.history), run)
-    if state is not None:
-        networks.load_state_dict(state)
-    return networks
+    return _Networks(model, discriminator, opt_g, opt_d, FakeHistory(config.history), run)
 
 
 def _set_trainable(model: STGAN, stage: int) -> None:
@@ -412,7 +380,7 @@ def evaluate(
     composites after 0..K warps | real) and out/metrics.json; with p_true in the data:
     {"corner_error_px": [before warping, after warp 1, ..., after warp K],
     "reduction_pct": [...] (relative to before warping), "samples", "step", "stage", ...}.
-    With `image_metric_files` (see `pydeform.train.engine.ImageMetrics`), "image_metrics"
+    With `image_metric_files` (see `pydeform.train.evaluation.ImageMetrics`), "image_metrics"
     holds FID and IS of the composites (FID against `real_stats`) and, where the data has
     p_true, LPIPS against the real composites; otherwise it says what was skipped and why.
     Returns that dict.
@@ -532,7 +500,7 @@ class STGANRecipe(Recipe):
         return Data(streams, sample_set)
 
     def build(self, run: Run, state: dict[str, Any] | None) -> None:
-        self.networks = _build_networks(self.config, run.device, state, run)
+        self.networks = _build_networks(self.config, run.device, run)
         self.networks.model.train()
         self.trainable: int | None = None
         ends = np.cumsum(self.config.stage_lengths).tolist()
@@ -564,8 +532,13 @@ class STGANRecipe(Recipe):
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
         return _sample_rows(self.networks.model, batch, self.config.stage_of(done - 1)), (0.0, 1.0)
 
+    def checkpointed(self) -> dict[str, Any]:
+        n = self.networks
+        entries = {"generators": n.model, "opt_g": n.opt_g, "history": n.history}
+        return entries if n.discriminator is None else {**entries, "discriminator": n.discriminator, "opt_d": n.opt_d}
+
     def state_dict(self, done: int) -> dict[str, Any]:
-        return {"stage": self.config.stage_of(done - 1), **self.networks.state_dict()}
+        return {"stage": self.config.stage_of(done - 1), **super().state_dict(done)}
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:

@@ -50,16 +50,9 @@ from pydeform.train.common import (
     save_image_grid,
     to_device,
 )
-from pydeform.train.engine import (
-    Data,
-    ImageMetrics,
-    Recipe,
-    Run,
-    RunConfig,
-    format_image_metrics,
-    open_checkpoint,
-)
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
 from pydeform.train.engine import train as run_training
+from pydeform.train.evaluation import ImageMetrics, format_image_metrics
 from pydeform.train.pose_transfer import (
     PoseScores,
     PoseTestConfig,
@@ -274,10 +267,7 @@ class VUNetRecipe(Recipe):
         self.loss_fn = VUNetPerceptualLoss(c.vgg19, c.random_vgg, c.vgg_preprocessing,
                                            gram_weights=c.gram_weights).to(device)  # fmt: skip
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=c.betas)
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        else:
+        if state is None:  # resuming: the checkpoint's weights replace these
             batch = self._init_batch(device)
             self.model.train()
             with data_dependent_init(self.model):
@@ -307,8 +297,8 @@ class VUNetRecipe(Recipe):
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
         return _grid_rows(self.model, batch), (-1.0, 1.0)
 
-    def state_dict(self, done: int) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+    def checkpointed(self) -> dict[str, Any]:
+        return {"model": self.model, "optimizer": self.optimizer}
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:
@@ -352,7 +342,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
     target pose. The images written are those scored (transfer, reconstruct: at the
     dataset's own size). "image_metrics": FID/IS (and LPIPS against the target or source, except
     in sample mode) when `image_metric_files` name the weights, else what was skipped and why
-    (`pydeform.train.engine.ImageMetrics`). Writes out/images/*.png, out/samples.png,
+    (`pydeform.train.evaluation.ImageMetrics`). Writes out/images/*.png, out/samples.png,
     out/metrics.json.
     """
     if mode not in ("transfer", "reconstruct", "sample"):

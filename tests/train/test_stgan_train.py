@@ -157,7 +157,7 @@ def test_init_from_previous_copies_the_last_generator(data_root, tmp_path, monke
 
 def test_stage_two_trains_generator_two_only(data_root, tmp_path):
     config = tiny(data_root, tmp_path)
-    networks = _build_networks(config, torch.device("cpu"), None)
+    networks = _build_networks(config, torch.device("cpu"))
     stgan._set_trainable(networks.model, 2)
     before = {k: v.clone() for k, v in networks.model.state_dict().items()}
     critic_before = {k: v.clone() for k, v in networks.discriminator.state_dict().items()}
@@ -174,7 +174,7 @@ def test_stage_two_trains_generator_two_only(data_root, tmp_path):
 def test_supervised_loss_decreases_on_a_tiny_problem(data_root, tmp_path):
     # Every p_init is p_true + the same offset: the generator has to learn to undo it.
     config = tiny(data_root, tmp_path, supervised=True, init_noise=0.0, lr_g=3e-3)
-    networks = _build_networks(config, torch.device("cpu"), None)
+    networks = _build_networks(config, torch.device("cpu"))
     assert networks.discriminator is None
     stgan._set_trainable(networks.model, 1)
     offset = torch.tensor([0.1, -0.05, 0.05, 0.0, -0.1, 0.02, 0.0, 0.0])
