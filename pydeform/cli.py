@@ -31,13 +31,21 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydeform.data.cli import add_data_command
 from pydeform.errors import is_user_error
 from pydeform.metrics.cli import add_metrics_command
-from pydeform.options import Option, flatten_dict, from_flat, options, parse_text
+from pydeform.options import (
+    Option,
+    flatten_dict,
+    from_flat,
+    option,
+    options,
+    parse_text,
+)
 from pydeform.pose.cli import add_pose_command
 
 __all__ = ["main", "build_parser", "FAMILIES"]
@@ -57,13 +65,6 @@ NOT_FROM_CONFIG_FILE = ("resume", "overwrite", "changes")  # per invocation, nev
 def _recipe(name: str) -> Any:
     module, attribute = FAMILIES[name].split(":")
     return getattr(importlib.import_module(module), attribute)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_text(Option("size", tuple, None, "", "", None, None, "size", False, None, "free", True), text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- generated flags
@@ -175,183 +176,151 @@ def _add_families(train: argparse._SubParsersAction, test: argparse._SubParsersA
         p.set_defaults(run=_run_test, parser=p, family=name)
 
 
-# ----------------------------------------------------------------------------- synthetic data
+# ----------------------------------------------------------------------------- other commands
+# Each is a settings dataclass (its flags generated like train's) whose run() does the work
+# and returns the line to print.
 
 
-def _add_synth_pose_pairs(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "pose-pairs",
-        help="articulated figures in the Market-1501 layout of the Deformable GAN",
-        description=(
-            "Write a synthetic pose-pair dataset in the Deformable GAN's Market-1501 format: "
-            "<name>-dataset/{train,test}/*.png, <name>-annotation-{train,test}.csv, "
-            "<name>-pairs-{train,test}.csv, split by identity. Deterministic for a seed."
-        ),
-    )
-    p.add_argument("--out", required=True, help="folder to write into")
-    p.add_argument("--size", type=_size, default=(128, 64), metavar="HxW", help="image size (default 128x64)")
-    p.add_argument("--identities", type=int, default=100, help="people (default 100; 20%% form the test split)")
-    p.add_argument("--images-per-identity", type=int, default=6, help="poses of each person (default 6)")
-    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default 0)")
-    p.add_argument("--name", default="market", help="file prefix (default market, as the authors' files)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the dataset of this --name in a non-empty --out (its old images are deleted)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run_synth_pose_pairs, parser=p)
+@dataclass
+class SynthPosePairs:
+    """Write a synthetic pose-pair dataset in the Deformable GAN's Market-1501 format:
+    <name>-dataset/{train,test}/*.png, <name>-annotation-{train,test}.csv,
+    <name>-pairs-{train,test}.csv, split by identity. Deterministic for a seed."""
+
+    out: str = option(None, "folder to write into", required=True, metavar="DIR")
+    size: tuple[int, int] = option((128, 64), "image size", parse="size", metavar="HxW")
+    identities: int = option(100, "people (20% form the test split)")
+    images_per_identity: int = option(6, "poses of each person")
+    seed: int = option(0, "the set is a function of the seed")
+    name: str = option("market", "file prefix (market: as the authors' files)")
+    overwrite: bool = option(False, "replace the dataset of this --name in a non-empty --out (its old images are "
+                             "deleted)")  # fmt: skip
+    progress: bool = option(True, "no progress bar", flag="--no-progress")
+
+    def run(self) -> str:
+        from pydeform.data.synth_pose import write_pose_pairs
+
+        dataset = write_pose_pairs(self.out, self.size, self.identities, self.seed, name=self.name,
+                                   images_per_identity=self.images_per_identity, progress=self.progress,
+                                   overwrite=self.overwrite)  # fmt: skip
+        images, pairs = dataset.num_images, dataset.num_pairs
+        return (f"wrote {images['train']} + {images['test']} images, {pairs['train']} + {pairs['test']} pairs "
+                f"(train + test) to {self.out}")  # fmt: skip
 
 
-def _run_synth_pose_pairs(args: argparse.Namespace) -> int:
-    from pydeform.data.synth_pose import write_pose_pairs
+@dataclass
+class SynthPlacement:
+    """Write the synthetic ST-GAN placement task: backgrounds with a face placed by a random
+    similarity, RGBA glasses in the face's canonical frame, real composites at the correct
+    placement, and placement-{train,test}.csv with p_true and p_init = p_true + 0.1 N(0, 1).
+    Deterministic for a seed."""
 
+    out: str = option(None, "folder to write into", required=True, metavar="DIR")
+    size: tuple[int, int] = option((64, 64), "image size (144x144 is ST-GAN's glasses size)", parse="size",
+                                   metavar="HxW")  # fmt: skip
+    train: int = option(2000, "training samples")
+    test: int = option(500, "test samples")
+    foregrounds: int = option(32, "glasses objects per split")
+    seed: int = option(0, "the set is a function of the seed")
+    progress: bool = option(True, "no progress bar", flag="--no-progress")
+
+    def run(self) -> str:
+        from pydeform.data.synth_placement import write_placement
+
+        info = write_placement(self.out, self.size, self.train, self.test, self.seed, progress=self.progress,
+                               foregrounds=self.foregrounds)  # fmt: skip
+        counts = info["counts"]
+        return (f"wrote {counts['train']} + {counts['test']} placement samples (train + test) of size "
+                f"{info['size'][0]}x{info['size'][1]} to {self.out}")  # fmt: skip
+
+
+@dataclass
+class SynthFactors:
+    """Write a CUB-layout dataset with known factors: 20 backgrounds, 10 shapes in 3 families
+    at a random pose, 20 textures (each tied to one shape family; backgrounds loosely tied to
+    textures). Writes images/, masks/, images.txt, bounding_boxes.txt, train_test_split.txt,
+    factors.csv and info.json. Deterministic for a seed."""
+
+    out: str = option(None, "folder to write into (new or empty)", required=True, metavar="DIR")
+    count: int = option(2000, "images (the last 20% form the test split)")
+    size: int = option(128, "image side in pixels")
+    bg_tie: float = option(0.6, "probability that the background class equals the texture class")
+    seed: int = option(0, "the set is a function of the seed")
+    progress: bool = option(True, "no progress bar", flag="--no-progress")
+
+    def run(self) -> str:
+        from pydeform.data.synth_factors import write_factors
+
+        info = write_factors(self.out, self.count, self.size, seed=self.seed, bg_tie=self.bg_tie, progress=self.progress)
+        counts = info["counts"]
+        return (f"wrote {counts['train']} + {counts['test']} images (train + test) of {info['size']}x{info['size']} "
+                f"with their factors to {self.out}")  # fmt: skip
+
+
+@dataclass
+class Mix:
+    """Mix real images with a MixNMatch checkpoint (its EMA generator and encoders):
+    background and its z from --background, shape from --shape, texture from --texture, the
+    parent stage's z (pose) from --pose (default: the shape image). --mode feature takes the
+    shape's pixel-exact shape and pose from the stage-2 feature extractor. Images are resized
+    to 128x128, as MixNMatch's eval.py does."""
+
+    checkpoint: str = option(None, "a mixnmatch OUT/checkpoint.pt", required=True, metavar="PATH")
+    background: str = option(None, "background source image", required=True, metavar="A.png")
+    shape: str = option(None, "shape source image", required=True, metavar="B.png")
+    texture: str = option(None, "texture source image", required=True, metavar="C.png")
+    pose: str | None = option(None, "pose (z) source image for code mode (default: the shape image)", metavar="D.png")
+    mode: str = option("code", "code or feature mode", choices=("code", "feature"))
+    out: str = option(None, "where to write the mixed image", required=True, metavar="OUT.png")
+    device: str = option("cpu", "where to run", choices=("cpu", "cuda"))
+
+    def run(self) -> str:
+        from pydeform.train.mixnmatch import mix
+
+        path = mix(self.checkpoint, self.background, self.shape, self.texture, self.out, pose=self.pose,
+                   mode=self.mode, device=self.device)  # fmt: skip
+        return f"wrote {path}"
+
+
+@dataclass
+class FactorsTrain:
+    """Train the factor classifier on the training split of a `pydeform synth factors` set
+    (FineGAN's object crops, random crops and flips) and measure it on the test split. Writes
+    OUT/checkpoint.pt and OUT/metrics.json."""
+
+    data: str = option(None, "a `pydeform synth factors` folder", required=True, metavar="DIR")
+    out: str = option(None, "where to write checkpoint.pt and metrics.json", required=True, metavar="DIR")
+    steps: int = option(600, "training steps")
+    batch_size: int = option(32, "images per step")
+    seed: int = option(0, "seed")
+    device: str = option("cpu", "where to train", choices=("cpu", "cuda"))
+    progress: bool = option(True, "no progress bar", flag="--no-progress")
+
+    def run(self) -> str:
+        from pydeform.train.factors import train_classifier
+
+        metrics = train_classifier(self.data, self.out, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+                                   device=self.device, progress=self.progress)  # fmt: skip
+        cells = ", ".join(f"{f} {100 * a:.1f}% (chance {100 * metrics['chance'][f]:.1f}%)"
+                          for f, a in metrics["accuracy"].items())  # fmt: skip
+        return f"test accuracy: {cells}; wrote {self.out}/checkpoint.pt"
+
+
+def _add_command(subparsers: argparse._SubParsersAction, name: str, command: type, help: str) -> None:
+    p = subparsers.add_parser(name, help=help, description=inspect.cleandoc(command.__doc__))
+    _add_flags(p, command)
+    p.set_defaults(run=_run_command, parser=p, command_class=command)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    command = _config(args.parser, args.command_class, args)
     try:
-        dataset = write_pose_pairs(
-            args.out, args.size, args.identities, args.seed, name=args.name,
-            images_per_identity=args.images_per_identity, progress=not args.no_progress, overwrite=args.overwrite,
-        )  # fmt: skip
+        message = command.run()
     except (ValueError, FileExistsError, NotADirectoryError) as exc:
-        args.parser.error(str(exc))
-    images, pairs = dataset.num_images, dataset.num_pairs
-    print(
-        f"wrote {images['train']} + {images['test']} images, {pairs['train']} + {pairs['test']} pairs "
-        f"(train + test) to {args.out}",
-        flush=True,
-    )
-    return 0
-
-
-def _add_synth_placement(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "placement",
-        help="glasses to place on cartoon faces, with the correct ST-GAN warp known",
-        description=(
-            "Write the synthetic ST-GAN placement task: backgrounds with a face placed by a random "
-            "similarity, RGBA glasses in the face's canonical frame, real composites at the correct "
-            "placement, and placement-{train,test}.csv with p_true and p_init = p_true + 0.1 N(0, 1). "
-            "Deterministic for a seed."
-        ),
-    )
-    p.add_argument("--out", required=True, help="folder to write into")
-    p.add_argument("--size", type=_size, default=(64, 64), metavar="HxW",
-                   help="image size (default 64x64; 144x144 is ST-GAN's glasses size)")
-    p.add_argument("--train", type=int, default=2000, help="training samples (default 2000)")
-    p.add_argument("--test", type=int, default=500, help="test samples (default 500)")
-    p.add_argument("--foregrounds", type=int, default=32, help="glasses objects per split (default 32)")
-    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run_synth_placement, parser=p)
-
-
-def _run_synth_placement(args: argparse.Namespace) -> int:
-    from pydeform.data.synth_placement import write_placement
-
-    try:
-        info = write_placement(args.out, args.size, args.train, args.test, args.seed, progress=not args.no_progress,
-                               foregrounds=args.foregrounds)  # fmt: skip
-    except ValueError as exc:
-        args.parser.error(str(exc))
-    counts = info["counts"]
-    print(f"wrote {counts['train']} + {counts['test']} placement samples (train + test) of size "
-          f"{info['size'][0]}x{info['size'][1]} to {args.out}", flush=True)  # fmt: skip
-    return 0
-
-
-def _add_synth_factors(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "factors",
-        help="objects of known shape, pose and texture on known backgrounds, in the CUB layout (FineGAN, MixNMatch)",
-        description=(
-            "Write a CUB-layout dataset with known factors: 20 backgrounds, 10 shapes in 3 families at a random "
-            "pose, 20 textures (each tied to one shape family; backgrounds loosely tied to textures). Writes "
-            "images/, masks/, images.txt, bounding_boxes.txt, train_test_split.txt, factors.csv and info.json. "
-            "Deterministic for a seed."
-        ),
-    )
-    p.add_argument("--out", required=True, help="folder to write into (new or empty)")
-    p.add_argument("--count", type=int, default=2000, help="images (default 2000; the last 20%% form the test split)")
-    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    p.add_argument("--bg-tie", type=float, default=0.6, help="probability that the background class equals the "
-                   "texture class (default 0.6)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, help="the set is a function of the seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run_synth_factors, parser=p)
-
-
-def _run_synth_factors(args: argparse.Namespace) -> int:
-    from pydeform.data.synth_factors import write_factors
-
-    try:
-        info = write_factors(args.out, args.count, args.size, seed=args.seed, bg_tie=args.bg_tie,
-                             progress=not args.no_progress)  # fmt: skip
-    except ValueError as exc:
-        args.parser.error(str(exc))
-    counts = info["counts"]
-    print(f"wrote {counts['train']} + {counts['test']} images (train + test) of {info['size']}x{info['size']} "
-          f"with their factors to {args.out}", flush=True)  # fmt: skip
-    return 0
-
-
-def _add_mix(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "mix", help="MixNMatch: the background of one image, the shape of a second, the texture of a third",
-        description=(
-            "Mix real images with a MixNMatch checkpoint (its EMA generator and encoders): background and its z "
-            "from --background, shape from --shape, texture from --texture, the parent stage's z (pose) from --pose "
-            "(default: the shape image). --mode feature takes the shape's pixel-exact shape and pose from the "
-            "stage-2 feature extractor. Images are resized to 128x128, as MixNMatch's eval.py does."
-        ),
-    )  # fmt: skip
-    p.add_argument("--checkpoint", required=True, metavar="PATH", help="a mixnmatch OUT/checkpoint.pt")
-    p.add_argument("--background", required=True, metavar="A.png", help="background source image")
-    p.add_argument("--shape", required=True, metavar="B.png", help="shape source image")
-    p.add_argument("--texture", required=True, metavar="C.png", help="texture source image")
-    p.add_argument("--pose", metavar="D.png", help="pose (z) source image for code mode (default: the shape image)")
-    p.add_argument("--mode", choices=("code", "feature"), default="code", help="code (default) or feature mode")
-    p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the mixed image")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default cpu)")
-    p.set_defaults(run=_run_mix, parser=p)
-
-
-def _run_mix(args: argparse.Namespace) -> int:
-    from pydeform.train.mixnmatch import mix
-
-    path = mix(args.checkpoint, args.background, args.shape, args.texture, args.out, pose=args.pose, mode=args.mode,
-               device=args.device)  # fmt: skip
-    print(f"wrote {path}", flush=True)
-    return 0
-
-
-def _add_factors(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("factors", help="the factor classifier of the synthetic factor set (a measuring tool)",
-                            description="The factor classifier: reads background, shape and texture classes.")  # fmt: skip
-    kinds = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    t = kinds.add_parser(
-        "train", help="train it on a factor set's training split; its test accuracy goes into OUT/metrics.json",
-        description="Train the factor classifier on the training split of a `pydeform synth factors` set (FineGAN's "
-        "object crops, random crops and flips) and measure it on the test split. Writes OUT/checkpoint.pt and "
-        "OUT/metrics.json.",
-    )  # fmt: skip
-    t.add_argument("--data", required=True, metavar="DIR", help="a `pydeform synth factors` folder")
-    t.add_argument("--out", required=True, metavar="DIR", help="where to write checkpoint.pt and metrics.json")
-    t.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
-    t.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    t.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    t.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train (default cpu)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.set_defaults(run=_run_factors_train, parser=t)
-
-
-def _run_factors_train(args: argparse.Namespace) -> int:
-    from pydeform.train.factors import train_classifier
-
-    try:
-        metrics = train_classifier(args.data, args.out, steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-                                   device=args.device, progress=not args.no_progress)  # fmt: skip
-    except ValueError as exc:
-        if getattr(exc, "_pydeform_user_error", False):
+        if is_user_error(exc):  # found at run time (a file's content): one line, exit 1
             raise
-        args.parser.error(str(exc))
-    cells = ", ".join(f"{f} {100 * a:.1f}% (chance {100 * metrics['chance'][f]:.1f}%)" for f, a in metrics["accuracy"].items())
-    print(f"test accuracy: {cells}; wrote {args.out}/checkpoint.pt", flush=True)
+        args.parser.error(str(exc))  # the settings' fault: usage, exit 2
+    print(message, flush=True)
     return 0
 
 
@@ -365,14 +334,19 @@ def build_parser() -> argparse.ArgumentParser:
                   test.add_subparsers(dest="model", required=True, metavar="MODEL"))  # fmt: skip
     synth = commands.add_parser("synth", help="write a synthetic dataset", description="Write a synthetic dataset.")
     kinds = synth.add_subparsers(dest="kind", required=True, metavar="KIND")
-    _add_synth_pose_pairs(kinds)
-    _add_synth_placement(kinds)
-    _add_synth_factors(kinds)
+    _add_command(kinds, "pose-pairs", SynthPosePairs, "articulated figures in the Market-1501 layout of the Deformable GAN")
+    _add_command(kinds, "placement", SynthPlacement, "glasses to place on cartoon faces, with the correct ST-GAN warp known")
+    _add_command(kinds, "factors", SynthFactors, "objects of known shape, pose and texture on known backgrounds, in the "
+                 "CUB layout (FineGAN, MixNMatch)")  # fmt: skip
     add_pose_command(commands)
     add_data_command(commands)
     add_metrics_command(commands)
-    _add_mix(commands)
-    _add_factors(commands)
+    _add_command(commands, "mix", Mix, "MixNMatch: the background of one image, the shape of a second, the texture of "
+                 "a third")  # fmt: skip
+    factors = commands.add_parser("factors", help="the factor classifier of the synthetic factor set (a measuring tool)",
+                                  description="The factor classifier: reads background, shape and texture classes.")  # fmt: skip
+    _add_command(factors.add_subparsers(dest="action", required=True, metavar="ACTION"), "train", FactorsTrain,
+                 "train it on a factor set's training split; its test accuracy goes into OUT/metrics.json")  # fmt: skip
     return parser
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "to_device",
     "cache_dir",
     "factor_datasets",
+    "synthetic_set",
     "synthetic_factors",
 ]
 
@@ -386,22 +387,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PYDEFORM_CACHE") or Path.home() / ".cache" / "pydeform")
 
 
-def synthetic_factors(count: int = 2000, progress: bool = True, info: DistInfo | None = None) -> Path:
-    """The synthetic factor set (`pydeform synth factors`, 128x128, seed 0) that FineGAN and
-    MixNMatch train on without --data, written once into
-    cache_dir()/synth-factors-128-seed0-n{count}-{generator digest}."""
+def synthetic_set(what: str, stem: str, generator: Any, write: Callable[[Path], None], info: DistInfo | None) -> Path:
+    """A synthetic set written once (`write_once`) into cache_dir()/{stem}-{digest}, the
+    digest of the `generator` module's source: a changed generator never reuses a set that
+    an older one wrote."""
     import hashlib
 
+    root = cache_dir() / f"{stem}-{hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:10]}"
+
+    def announced(tmp: Path) -> None:
+        print(f"writing the synthetic {what} set to {root} (once)", file=sys.stderr, flush=True)
+        write(tmp)
+
+    return write_once(root, announced, info)
+
+
+def synthetic_factors(count: int = 2000, progress: bool = True, info: DistInfo | None = None) -> Path:
+    """The synthetic factor set (`pydeform synth factors`, 128x128, seed 0) that FineGAN and
+    MixNMatch train on without --data: cache_dir()/synth-factors-128-seed0-n{count}-{digest}."""
     from pydeform.data import synth_factors
 
-    digest = hashlib.sha256(Path(synth_factors.__file__).read_bytes()).hexdigest()[:10]
-    root = cache_dir() / f"synth-factors-128-seed0-n{count}-{digest}"
-
-    def write(tmp: Path) -> None:
-        print(f"writing the synthetic factor set to {root} (once)", file=sys.stderr, flush=True)
-        synth_factors.write_factors(tmp, count=count, size=128, seed=0, progress=progress)
-
-    return write_once(root, write, info)
+    write = lambda tmp: synth_factors.write_factors(tmp, count=count, size=128, seed=0, progress=progress)  # noqa: E731
+    return synthetic_set("factor", f"synth-factors-128-seed0-n{count}", synth_factors, write, info)
 
 
 def factor_datasets(data: str | None, synth_count: int, progress: bool, info: DistInfo | None) -> tuple[Any, Any]:

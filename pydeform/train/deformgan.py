@@ -38,7 +38,7 @@ from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig,
 from pydeform.options import option
 from pydeform.pose import stickman
 from pydeform.train.common import atomic_write, check_minimum, render_pose
-from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
     PoseTestConfig,
@@ -190,11 +190,7 @@ def evaluate(
     PCKh and keypoint error, with a `detector` checkpoint).
     Returns that dict.
     """
-    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "Deformable GAN")
-    model_config = DeformGANConfig.from_dict(state["config"])
-    if ops is not None:
-        model_config = dataclasses.replace(model_config, ops=ops)
-    trained = state.get("train_config", {})
+    state, model_config, trained = open_trained(checkpoint, CHECKPOINT_KIND, "Deformable GAN", DeformGANConfig, ops=ops)
     torch_device = torch.device(device)
     root, name = pose_pair_folder(
         data if data is not None else trained.get("data"), name or trained.get("name"),

@@ -82,6 +82,7 @@ __all__ = [
     "cleanup_distributed",
     "all_reduce_mean",
     "open_checkpoint",
+    "open_trained",
     "RUN_FILES",
     "CHECKPOINT",
 ]
@@ -359,6 +360,17 @@ def open_checkpoint(path: str | os.PathLike, kind: str, family: str) -> dict[str
             raise ValueError(f"{path} has checkpoint format {state['version']}, newer than this pydeform's "
                              f"({FORMAT_VERSION}): upgrade pydeform")  # fmt: skip
     return state
+
+
+def open_trained(path: str | os.PathLike, kind: str, family: str, model_class: type, **overrides: Any) -> tuple[
+    dict[str, Any], Any, dict[str, Any]
+]:  # fmt: skip
+    """What a test reads of a training checkpoint (`open_checkpoint`): the state, its model
+    config with the `overrides` that are not None, and the run's training settings."""
+    state = open_checkpoint(path, kind, family)
+    model = model_class.from_dict(state["config"])
+    model = dataclasses.replace(model, **{k: v for k, v in overrides.items() if v is not None})
+    return state, model, state.get("train_config", {})
 
 
 # ----------------------------------------------------------------------------- the run folder

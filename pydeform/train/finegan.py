@@ -63,7 +63,7 @@ from pydeform.train.common import (
     save_image_grid,
     synthetic_factors,
 )
-from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
@@ -341,8 +341,8 @@ def load_generator(checkpoint: str | Path, device: str | torch.device = "cpu", w
     mode, and the checkpoint."""
     if weights not in ("ema", "live"):
         raise ValueError(f"weights must be 'ema' or 'live', got {weights!r}")
-    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "FineGAN")
-    generator = FineGANGenerator(FineGANConfig.from_dict(state["config"]))
+    state, config, _ = open_trained(checkpoint, CHECKPOINT_KIND, "FineGAN", FineGANConfig)
+    generator = FineGANGenerator(config)
     generator.load_state_dict(state["ema_generator" if weights == "ema" else "generator"])
     return generator.to(device).eval(), state
 

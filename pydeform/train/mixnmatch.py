@@ -73,7 +73,7 @@ from pydeform.train.common import (
     save_image_grid,
     synthetic_factors,
 )
-from pydeform.train.engine import Data, Recipe, Run, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 from pydeform.train.finegan import FactorRunConfig
@@ -373,8 +373,7 @@ class MixNMatchRecipe(Recipe):
 
 def load_mixer(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[Mixer, dict[str, Any]]:
     """The Mixer of a MixNMatch checkpoint (EMA generator; the extractor when stage 2 ran)."""
-    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "MixNMatch")
-    cfg = MixNMatchConfig.from_dict(state["config"])
+    state, cfg, _ = open_trained(checkpoint, CHECKPOINT_KIND, "MixNMatch", MixNMatchConfig)
     generator, encoder = MixGenerator(cfg), Encoder(cfg)
     generator.load_state_dict(state["ema_generator"])
     encoder.load_state_dict(state["encoder"])

@@ -39,12 +39,13 @@ from torch.utils.data import Dataset
 from pydeform.errors import user_errors
 from pydeform.losses.gan import GAN_CRITERIA, gan_criterion
 from pydeform.losses.perceptual import perceptual_l1, style_loss
+from pydeform.metrics.image import body_mask
 from pydeform.models.patn import PRESETS, PATNConfig, build_discriminators, build_generator
 from pydeform.nets.vgg import LAYERS, VGG19Features
 from pydeform.options import option
 from pydeform.pose import stickman
 from pydeform.train.common import ImagePool, atomic_write, check_minimum, render_pose, save_image_grid
-from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
     PoseTestConfig,
@@ -447,18 +448,26 @@ def train(config: TrainConfig) -> dict[str, float]:
 # ----------------------------------------------------------------------------- testing
 
 
-def attention_sums(masks: list[Tensor], body: Tensor) -> list[tuple[float, float, float, float]]:
-    """For each block's mask M_t (B, C, h, w): (sum of the channel-mean attention inside
-    `body`, pixels inside, sum outside, pixels outside), the mean map upsampled to the
-    body mask's (B, 1, H, W) grid by nearest sampling (each attention cell covers its
-    (H/h) x (W/w) pixels)."""
-    inside = body > 0.5
+def attention_sums(masks: list[Tensor], regions: dict[str, Tensor]) -> list[dict[str, tuple[float, float]]]:
+    """For each block's mask M_t (B, C, h, w): {region: (sum of the channel-mean attention
+    over the region's pixels, their count)}, for boolean (B, 1, H, W) `regions`; the mean
+    map is upsampled to the regions' grid by nearest sampling (each attention cell covers
+    its (H/h) x (W/w) pixels)."""
     sums = []
     for mask in masks:
-        mean = F.interpolate(mask.float().mean(dim=1, keepdim=True), size=body.shape[-2:], mode="nearest")
-        sums.append((float(mean[inside].double().sum()), float(inside.sum()), float(mean[~inside].double().sum()),
-                     float((~inside).sum())))  # fmt: skip
+        mean = F.interpolate(mask.float().mean(dim=1, keepdim=True), size=next(iter(regions.values())).shape[-2:],
+                             mode="nearest")  # fmt: skip
+        sums.append({name: (float(mean[where].double().sum()), float(where.sum())) for name, where in regions.items()})
     return sums
+
+
+def attention_regions(batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Where the attention of a test pair is measured: inside the target's body mask (the
+    issue's measure: "inside" over "outside"), and the outside split into the source's body
+    (what the generator must erase) and the background of both."""
+    target = batch["target_mask"] > 0.5
+    source = body_mask(batch["source_kp"], tuple(target.shape[-2:])).to(target.device).unsqueeze(1) > 0.5
+    return {"inside": target, "outside": ~target, "source_only": source & ~target, "background": ~(source | target)}
 
 
 def _attention_rows(batch: dict[str, Tensor], fake: Tensor, masks: list[Tensor]) -> list[list[Tensor]]:
@@ -497,13 +506,12 @@ def evaluate(
     l1, psnr}, "copy_source": {...}, "attention": {"inside", "outside", "ratio" of the last
     block, "blocks": [{inside, outside, ratio} for blocks 1..n]}, "pairs", "step", ...}.
     The attention numbers are the mean of the channel-mean mask over all test pixels inside
-    (outside) the target's body mask (`target_mask`, mask-SSIM's mask). With a `detector`
+    (outside) the target's body mask (`target_mask`, mask-SSIM's mask); "source_only" and
+    "background" split the outside (`attention_regions`). With a `detector`
     checkpoint, "pose": PCKh and keypoint error (`pydeform.train.pose_transfer.PoseScores`).
     Returns that dict.
     """
-    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "PATN")
-    model_config = PATNConfig.from_dict(state["config"])
-    trained = state.get("train_config", {})
+    state, model_config, trained = open_trained(checkpoint, CHECKPOINT_KIND, "PATN", PATNConfig)
     torch_device = torch.device(device)
     root, name = pose_pair_folder(
         data if data is not None else trained.get("data"), name or trained.get("name"),
@@ -517,7 +525,7 @@ def evaluate(
     generator = build_generator(model_config).to(torch_device)
     generator.load_state_dict(state["generator"])
     generator.eval()
-    attention = [[0.0, 0.0, 0.0, 0.0] for _ in range(model_config.n_blocks)]
+    attention: list[dict[str, list[float]]] = [{} for _ in range(model_config.n_blocks)]
     figure_rows: list[list[Tensor]] = []
 
     def generate(batch: dict[str, Any]) -> Tensor:
@@ -525,8 +533,10 @@ def evaluate(
         if len(figure_rows) < attention_pairs:
             tensors = {k: v for k, v in batch.items() if isinstance(v, Tensor)}
             figure_rows.extend(_attention_rows(tensors, fake, masks)[: attention_pairs - len(figure_rows)])
-        for block, values in enumerate(attention_sums(masks, batch["target_mask"])):
-            attention[block] = [a + v for a, v in zip(attention[block], values)]
+        for block, sums in enumerate(attention_sums(masks, attention_regions(batch))):
+            for region, (total, count) in sums.items():
+                kept = attention[block].setdefault(region, [0.0, 0.0])
+                kept[0], kept[1] = kept[0] + total, kept[1] + count
         return fake
 
     def sample_rows(first: dict[str, Tensor], fake: Tensor) -> list[list[Tensor]]:
@@ -539,13 +549,12 @@ def evaluate(
                              **image_metric_files)  # fmt: skip
     save_image_grid(figure_rows, out / "attention.png")
 
-    def ratio(s_in: float, n_in: float, s_out: float, n_out: float) -> dict[str, float | None]:
-        inside = s_in / n_in if n_in else None
-        outside = s_out / n_out if n_out else None
-        return {"inside": inside, "outside": outside,
-                "ratio": inside / outside if inside is not None and outside else None}  # fmt: skip
+    def means(sums: dict[str, list[float]]) -> dict[str, float | None]:
+        block = {region: total / count if count else None for region, (total, count) in sums.items()}
+        inside, outside = block["inside"], block["outside"]
+        return {**block, "ratio": inside / outside if inside is not None and outside else None}
 
-    blocks = [ratio(*values) for values in attention]
+    blocks = [means(sums) for sums in attention]
     result.update(attention={**blocks[-1], "blocks": blocks}, step=int(state["step"]), checkpoint=str(checkpoint),
                   data=str(root), config=model_config.to_dict())  # fmt: skip
     atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(result, indent=2).encode()))
@@ -560,4 +569,6 @@ def summary(result: dict[str, Any]) -> str:
         line += "undefined (a test split without body pixels, or without background)"
     else:
         line += f"{att['inside']:.4f} inside the target body, {att['outside']:.4f} outside (ratio {att['ratio']:.2f})"
+        if att.get("source_only") is not None and att.get("background") is not None:
+            line += f"; outside: {att['source_only']:.4f} on the source body, {att['background']:.4f} on the background"
     return format_metrics(result) + "\n" + line

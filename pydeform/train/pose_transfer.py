@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +31,7 @@ from tqdm import tqdm
 
 from pydeform.errors import user_errors
 from pydeform.options import option
-from pydeform.train.common import (
-    DistInfo,
-    cache_dir,
-    save_image_grid,
-    to_device,
-    write_once,
-)
+from pydeform.train.common import DistInfo, save_image_grid, synthetic_set, to_device
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
 __all__ = [
@@ -64,20 +57,14 @@ METRIC_NAMES = ("ssim", "mask_ssim", "l1", "psnr")
 def synthetic_pose_pairs(
     size: tuple[int, int], identities: int = 100, progress: bool = True, info: DistInfo | None = None
 ) -> Path:
-    """The synthetic pose-pair set for images of `size`, written once into
-    cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}] (file prefix "synth"); see
-    `pydeform.train.common.write_once`."""
-    height, width = size
+    """The synthetic pose-pair set for images of `size` (file prefix "synth"), written once
+    into cache_dir()/synth-pose-{H}x{W}-seed0[-n{identities}]-{digest} (`synthetic_set`)."""
+    from pydeform.data import synth_pose
+
     suffix = "" if identities == 100 else f"-n{identities}"
-    root = cache_dir() / f"synth-pose-{height}x{width}-seed{SYNTH_SEED}{suffix}"
-
-    def write(tmp: Path) -> None:
-        from pydeform.data.synth_pose import write_pose_pairs
-
-        print(f"writing the synthetic pose-pair set to {root} (once)", file=sys.stderr, flush=True)
-        write_pose_pairs(tmp, (height, width), identities, SYNTH_SEED, name=SYNTH_NAME, progress=progress)
-
-    return write_once(root, write, info)
+    write = lambda tmp: synth_pose.write_pose_pairs(tmp, size, identities, SYNTH_SEED, name=SYNTH_NAME,  # noqa: E731
+                                                    progress=progress)  # fmt: skip
+    return synthetic_set("pose-pair", f"synth-pose-{size[0]}x{size[1]}-seed{SYNTH_SEED}{suffix}", synth_pose, write, info)
 
 
 def pose_pair_folder(

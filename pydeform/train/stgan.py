@@ -44,11 +44,9 @@ written once into $PYDEFORM_CACHE or ~/.cache/pydeform.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,17 +63,8 @@ from pydeform.geometry import params_to_matrix
 from pydeform.losses.wgan import wgan_discriminator_loss, wgan_generator_loss
 from pydeform.models.stgan import STGAN, STGANConfig, STGANDiscriminator
 from pydeform.options import from_flat, option
-from pydeform.train.common import (
-    DistInfo,
-    FakeHistory,
-    atomic_write,
-    cache_dir,
-    check_minimum,
-    save_image_grid,
-    to_device,
-    write_once,
-)
-from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.common import DistInfo, FakeHistory, atomic_write, check_minimum, save_image_grid, synthetic_set, to_device
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
@@ -212,21 +201,13 @@ def synthetic_data(
     size: tuple[int, int], train: int = 2000, test: int = 500, progress: bool = True, info: DistInfo | None = None
 ) -> Path:
     """The synthetic placement set at `size`, written once into
-    cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test}-{generator} (see
-    `pydeform.train.engine.write_once`). {generator} is a digest of the generator's source,
-    so a changed generator never reuses a set written by an older one."""
+    cache_dir()/synth-placement-{H}x{W}-seed0-n{train}-{test}-{digest} (`synthetic_set`)."""
     from pydeform.data import synth_placement
 
-    height, width = size
-    generator = hashlib.sha256(Path(synth_placement.__file__).read_bytes()).hexdigest()[:10]
-    root = cache_dir() / f"synth-placement-{height}x{width}-seed{SYNTH_SEED}-n{train}-{test}-{generator}"
-
-    def write(tmp: Path) -> None:
-        print(f"writing the synthetic placement set to {root} (once)", file=sys.stderr, flush=True)
-        synth_placement.write_placement(tmp, size=(height, width), train=train, test=test, seed=SYNTH_SEED,
-                                        progress=progress)  # fmt: skip
-
-    return write_once(root, write, info)
+    write = lambda tmp: synth_placement.write_placement(tmp, size=size, train=train, test=test,  # noqa: E731
+                                                        seed=SYNTH_SEED, progress=progress)  # fmt: skip
+    stem = f"synth-placement-{size[0]}x{size[1]}-seed{SYNTH_SEED}-n{train}-{test}"
+    return synthetic_set("placement", stem, synth_placement, write, info)
 
 
 def open_placement(root: str | os.PathLike, split: str, glasses: str | None = None, size: int = 144) -> Dataset:
@@ -385,11 +366,7 @@ def evaluate(
     p_true, LPIPS against the real composites; otherwise it says what was skipped and why.
     Returns that dict.
     """
-    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "ST-GAN")
-    model_config = STGANConfig.from_dict(state["config"])
-    if ops is not None:
-        model_config = dataclasses.replace(model_config, ops=ops)
-    trained = state.get("train_config", {})
+    state, model_config, trained = open_trained(checkpoint, CHECKPOINT_KIND, "ST-GAN", STGANConfig, ops=ops)
     if data is None:
         data, glasses = trained.get("data"), glasses if glasses is not None else trained.get("glasses")
     if data is None or data == "synthetic":

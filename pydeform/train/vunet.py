@@ -50,7 +50,7 @@ from pydeform.train.common import (
     save_image_grid,
     to_device,
 )
-from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_checkpoint
+from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import ImageMetrics, format_image_metrics
 from pydeform.train.pose_transfer import (
@@ -347,9 +347,7 @@ def evaluate(checkpoint: str | os.PathLike, out: str | os.PathLike, data: str | 
     """
     if mode not in ("transfer", "reconstruct", "sample"):
         raise ValueError(f"mode must be transfer, reconstruct or sample, got {mode!r}")
-    state = open_checkpoint(checkpoint, CHECKPOINT_KIND, "Variational U-Net")
-    config = VUNetConfig.from_dict(state["config"])
-    trained = state.get("train_config", {})
+    state, config, trained = open_trained(checkpoint, CHECKPOINT_KIND, "Variational U-Net", VUNetConfig)
     torch_device = torch.device(device)
     with user_errors():
         if index is None and data is None:

@@ -439,3 +439,29 @@ def test_test_command_passes_the_weight_files(family, data, tmp_path, monkeypatc
     assert {k: files[k] for k in ("inception_weights", "real_stats", "lpips_backbone", "lpips_linear")} == {
         "inception_weights": "i.pth", "real_stats": "real.npz", "lpips_backbone": "a.pth", "lpips_linear": "l.pth"}
     assert json.loads((evaluation / "metrics.json").read_text())["image_metrics"]["fid"] == 12.5
+
+
+def test_a_synthetic_set_is_written_once_per_generator_source(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from pydeform.train.common import synthetic_set
+
+    monkeypatch.setenv("PYDEFORM_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "generator.py"
+    source.write_text("VERSION = 1\n")
+    generator, writes = SimpleNamespace(__file__=str(source)), []
+
+    def write(tmp: Path) -> None:
+        writes.append(tmp)
+        tmp.mkdir(parents=True)
+        (tmp / "data.txt").write_text(source.read_text())
+
+    first = synthetic_set("toy", "toy-seed0", generator, write, None)
+    assert synthetic_set("toy", "toy-seed0", generator, write, None) == first and len(writes) == 1
+    assert first.parent == tmp_path / "cache" and first.name.startswith("toy-seed0-")
+    assert capsys.readouterr().err.count("writing the synthetic toy set") == 1
+    source.write_text("VERSION = 2\n")  # a changed generator: a new set, the old one untouched
+    second = synthetic_set("toy", "toy-seed0", generator, write, None)
+    assert second != first and len(writes) == 2
+    assert (second / "data.txt").read_text() == "VERSION = 2\n" and (first / "data.txt").read_text() == "VERSION = 1\n"
+    assert not list((tmp_path / "cache").glob(".*tmp-*"))  # written under a temporary name, renamed

@@ -17,7 +17,7 @@ from pydeform.losses import gan_criterion
 from pydeform.models.patn import PATNConfig
 from pydeform.train.common import DistInfo, ImagePool, load_checkpoint
 from pydeform.train.engine import Run
-from pydeform.train.patn import PATNPairs, PATNRecipe, TrainConfig, attention_sums, lr_factor
+from pydeform.train.patn import PATNPairs, PATNRecipe, TrainConfig, attention_regions, attention_sums, lr_factor
 
 SIZE = (64, 32)
 
@@ -281,6 +281,11 @@ def test_cli_steps_of_both_variants_then_test(block, data_root, tmp_path, capsys
     body = batch["target_mask"] > 0.5
     assert metrics["attention"]["inside"] == pytest.approx(last[body].mean().item(), rel=1e-4)
     assert metrics["attention"]["outside"] == pytest.approx(last[~body].mean().item(), rel=1e-4)
+    from pydeform.metrics.image import body_mask
+
+    source = body_mask(batch["source_kp"], (64, 32)).unsqueeze(1) > 0.5
+    assert metrics["attention"]["source_only"] == pytest.approx(last[source & ~body].mean().item(), rel=1e-4)
+    assert metrics["attention"]["background"] == pytest.approx(last[~source & ~body].mean().item(), rel=1e-4)
     assert len(metrics["attention"]["blocks"]) == 9
     figure = np.asarray(Image.open(evaluation / "attention.png"))
     assert figure.shape == (2 * (64 + 2) + 2, 13 * (32 + 2) + 2, 3)  # 2 pairs: source, pose, 9 maps, generated, real
@@ -304,10 +309,26 @@ def test_resume_continues_from_the_checkpoint_before_it(data_root, tmp_path):
 
 def test_attention_sums_by_hand():
     mask = torch.tensor([[[[0.2, 0.8]], [[0.4, 1.0]]]])  # (1, 2, 1, 2): channel means 0.3, 0.9
-    body = torch.tensor([[[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]]]])  # (1, 1, 2, 4): cells 2x2 pixels
-    ((s_in, n_in, s_out, n_out),) = attention_sums([mask], body)
-    assert (n_in, n_out) == (3, 5)
-    assert s_in == pytest.approx(3 * 0.9) and s_out == pytest.approx(4 * 0.3 + 0.9)
+    body = torch.tensor([[[[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 0.0]]]]) > 0.5  # (1, 1, 2, 4): cells 2x2 pixels
+    ((sums),) = attention_sums([mask], {"inside": body, "outside": ~body})
+    assert sums["inside"] == (pytest.approx(3 * 0.9), 3) and sums["outside"] == (pytest.approx(4 * 0.3 + 0.9), 5)
+
+
+def test_attention_regions_split_the_outside_into_source_body_and_background():
+    from pydeform.metrics.image import body_mask
+
+    size = (32, 16)
+    target_kp, source_kp = torch.full((1, 18, 2), -1.0), torch.full((1, 18, 2), -1.0)
+    target_kp[0, 1], target_kp[0, 8] = torch.tensor([4.0, 4.0]), torch.tensor([4.0, 20.0])  # neck, right hip
+    source_kp[0, 1], source_kp[0, 8] = torch.tensor([11.0, 4.0]), torch.tensor([11.0, 20.0])
+    batch = {"target_mask": body_mask(target_kp, size).unsqueeze(1), "source_kp": source_kp}
+    regions = attention_regions(batch)
+    target, source = batch["target_mask"] > 0.5, body_mask(source_kp, size).unsqueeze(1) > 0.5
+    assert torch.equal(regions["inside"], target) and torch.equal(regions["outside"], ~target)
+    assert torch.equal(regions["source_only"], source & ~target) and regions["source_only"].any()
+    assert torch.equal(regions["background"], ~source & ~target) and regions["background"].any()
+    total = sum(regions[name].long() for name in ("inside", "source_only", "background"))
+    assert torch.equal(total, torch.ones_like(total))  # a partition of the pixels
 
 
 def test_test_command_errors(data_root, tmp_path, capsys):
@@ -328,10 +349,11 @@ def test_bare_checkout_trains_on_the_synthetic_set(tmp_path, monkeypatch, capsys
     assert main(["train", "patn", "--size", "64x32", "--ngf", "4", "--ndf", "4", "--steps", "1", "--batch-size", "2",
                  "--random-vgg", "--workers", "0", "--synth-identities", "3", "--no-progress", "--out", str(out)]) == 0
     assert "--random-vgg: the perceptual" in capsys.readouterr().out
-    assert (tmp_path / "cache" / "synth-pose-64x32-seed0-n3" / "synth-pairs-train.csv").is_file()
+    (cache,) = (tmp_path / "cache").glob("synth-pose-64x32-seed0-n3-*")  # -{digest of the generator}
+    assert (cache / "synth-pairs-train.csv").is_file()
     assert main(["test", "patn", "--checkpoint", str(out / "checkpoint.pt"), "--out", str(tmp_path / "t"),
                  "--no-progress"]) == 0  # fmt: skip
-    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["data"].endswith("synth-pose-64x32-seed0-n3")
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["data"] == str(cache)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
