@@ -38,14 +38,7 @@ from typing import Any
 from pydeform.data.cli import add_data_command
 from pydeform.errors import is_user_error
 from pydeform.metrics.cli import add_metrics_command
-from pydeform.options import (
-    Option,
-    flatten_dict,
-    from_flat,
-    option,
-    options,
-    parse_text,
-)
+from pydeform.options import Option, flatten_dict, from_flat, option, options, parse_text
 from pydeform.pose.cli import add_pose_command
 
 __all__ = ["main", "build_parser", "FAMILIES"]

@@ -6,6 +6,7 @@ cache folder. The loop itself is `pydeform.train.engine`.
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import json
 import math
 import os
@@ -391,8 +392,6 @@ def synthetic_set(what: str, stem: str, generator: Any, write: Callable[[Path], 
     """A synthetic set written once (`write_once`) into cache_dir()/{stem}-{digest}, the
     digest of the `generator` module's source: a changed generator never reuses a set that
     an older one wrote."""
-    import hashlib
-
     root = cache_dir() / f"{stem}-{hashlib.sha256(Path(generator.__file__).read_bytes()).hexdigest()[:10]}"
 
     def announced(tmp: Path) -> None:

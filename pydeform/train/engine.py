@@ -44,13 +44,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    default_collate,
-)
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, default_collate
 from tqdm import tqdm
 
 from pydeform.errors import RunError, TrainingDiverged, mark_user_error, user_errors

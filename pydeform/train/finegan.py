@@ -56,13 +56,7 @@ from pydeform.models.finegan import (
 )
 from pydeform.nets.ema import ParameterEMA
 from pydeform.options import option
-from pydeform.train.common import (
-    atomic_write,
-    check_minimum,
-    factor_datasets,
-    save_image_grid,
-    synthetic_factors,
-)
+from pydeform.train.common import atomic_write, check_minimum, factor_datasets, save_image_grid, synthetic_factors
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics

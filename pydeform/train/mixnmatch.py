@@ -47,11 +47,7 @@ from pydeform.errors import user_errors
 from pydeform.losses.codes import code_cross_entropy
 from pydeform.losses.finegan import background_d_loss, bce, child_d_loss
 from pydeform.losses.wgan import mixed_gradient_penalty
-from pydeform.models.finegan import (
-    BackgroundDiscriminator,
-    background_patch_weights,
-    init_weights,
-)
+from pydeform.models.finegan import BackgroundDiscriminator, background_patch_weights, init_weights
 from pydeform.models.mixnmatch import (
     CODES,
     BiDiscriminators,
@@ -66,13 +62,7 @@ from pydeform.models.mixnmatch import (
 )
 from pydeform.nets.ema import ParameterEMA
 from pydeform.options import option
-from pydeform.train.common import (
-    atomic_write,
-    check_minimum,
-    factor_datasets,
-    save_image_grid,
-    synthetic_factors,
-)
+from pydeform.train.common import atomic_write, check_minimum, factor_datasets, save_image_grid, synthetic_factors
 from pydeform.train.engine import Data, Recipe, Run, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics

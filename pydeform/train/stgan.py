@@ -63,7 +63,15 @@ from pydeform.geometry import params_to_matrix
 from pydeform.losses.wgan import wgan_discriminator_loss, wgan_generator_loss
 from pydeform.models.stgan import STGAN, STGANConfig, STGANDiscriminator
 from pydeform.options import from_flat, option
-from pydeform.train.common import DistInfo, FakeHistory, atomic_write, check_minimum, save_image_grid, synthetic_set, to_device
+from pydeform.train.common import (
+    DistInfo,
+    FakeHistory,
+    atomic_write,
+    check_minimum,
+    save_image_grid,
+    synthetic_set,
+    to_device,
+)
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics

@@ -267,7 +267,7 @@ class VUNetRecipe(Recipe):
         self.loss_fn = VUNetPerceptualLoss(c.vgg19, c.random_vgg, c.vgg_preprocessing,
                                            gram_weights=c.gram_weights).to(device)  # fmt: skip
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr, betas=c.betas)
-        if state is None:  # resuming: the checkpoint's weights replace these
+        if state is None:  # a fresh run: data-dependent init (a resumed one loads the checkpoint's weights)
             batch = self._init_batch(device)
             self.model.train()
             with data_dependent_init(self.model):
