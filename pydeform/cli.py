@@ -186,6 +186,7 @@ class SynthPosePairs:
     images_per_identity: int = option(6, "poses of each person")
     seed: int = option(0, "the set is a function of the seed")
     name: str = option("market", "file prefix (market: as the authors' files)")
+    shared_background: bool = option(False, "one background per person for all their images, not one per image")
     overwrite: bool = option(False, "replace the dataset of this --name in a non-empty --out (its old images are "
                              "deleted)")  # fmt: skip
     progress: bool = option(True, "no progress bar", flag="--no-progress")
@@ -195,6 +196,7 @@ class SynthPosePairs:
 
         dataset = write_pose_pairs(self.out, self.size, self.identities, self.seed, name=self.name,
                                    images_per_identity=self.images_per_identity, progress=self.progress,
+                                   shared_background=self.shared_background,
                                    overwrite=self.overwrite)  # fmt: skip
         images, pairs = dataset.num_images, dataset.num_pairs
         return (f"wrote {images['train']} + {images['test']} images, {pairs['train']} + {pairs['test']} pairs "

@@ -616,6 +616,7 @@ def write_pose_pairs(
     images_per_identity: int = 6,
     max_pairs_per_identity: int = 30,
     test_fraction: float = 0.2,
+    shared_background: bool = False,
     progress: bool = True,
     overwrite: bool = False,
 ) -> PosePairsDataset:
@@ -640,6 +641,8 @@ def write_pose_pairs(
         max_pairs_per_identity: cap on the ordered (from, to) pairs of distinct images of
             a person; above it a seeded random subset is kept.
         test_fraction: share of identities in the test split, in (0, 1).
+        shared_background: every image of a person has the same background (one studio
+            backdrop per person, as in DeepFashion) instead of one background per image.
         progress: show a tqdm progress bar over identities.
         overwrite: replace a dataset in a non-empty ``out_dir`` (see there).
 
@@ -685,9 +688,11 @@ def write_pose_pairs(
         rng = np.random.default_rng([seed, pid])
         ident = sample_identity(rng)
         names = []
+        backdrop = sample_background(rng, (h, w)) if shared_background else None
         for k in range(images_per_identity):
             pose = sample_pose(rng, (h, w))
-            image, _ = render_person(ident, pose, (h, w), sample_background(rng, (h, w)))
+            background = backdrop if shared_background else sample_background(rng, (h, w))
+            image, _ = render_person(ident, pose, (h, w), background)
             kp = _annotation_dropout(rng, pose_keypoints(ident, pose, (h, w)))
             fname = f"{pid:04d}_c{int(rng.integers(1, 7))}s1_{k + 1:06d}_00.png"
             # compress_level 1: several times faster than the default, files stay small.

@@ -142,6 +142,23 @@ def test_determinism(tmp_path):
     assert not set(imgs_a) & set(imgs_c)
 
 
+def test_shared_background(tmp_path):
+    """With shared_background every image of a person has one backdrop: the pixels that no
+    figure covers are equal across them; by default each image has its own background."""
+    def agreement(shared):
+        out = tmp_path / str(shared)
+        sp.write_pose_pairs(out, size=(64, 32), identities=3, seed=5, images_per_identity=3, progress=False,
+                            shared_background=shared)
+        images = {}
+        for path in sorted((out / "market-dataset").rglob("*.png")):
+            images.setdefault(pid(path.name), []).append(np.asarray(Image.open(path)))
+        assert len(images) == 3 and all(len(v) == 3 for v in images.values())
+        return [np.all([np.all(im == v[0], axis=-1) for im in v[1:]], axis=0).mean() for v in images.values()]
+
+    assert min(agreement(True)) > 0.3  # the backdrop, outside all three figures
+    assert max(agreement(False)) < 0.05
+
+
 @pytest.mark.parametrize(
     "kwargs, arg",
     [
