@@ -23,27 +23,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from pydeform.errors import user_errors
 from pydeform.losses.gan import DeformGANLoss, discriminator_loss
 from pydeform.models.deformgan import NUM_SKIP_LEVELS, PRESETS, DeformGANConfig, build_discriminator, build_generator
 from pydeform.options import option
-from pydeform.pose import stickman
-from pydeform.train.common import atomic_write, check_minimum, render_pose
+from pydeform.train.common import atomic_write, check_minimum
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
     PoseTestConfig,
+    check_image_size,
     format_metrics,
     pose_pair_folder,
+    pose_sample_rows,
     test_pose_pairs,
 )
 
@@ -128,37 +129,10 @@ def open_pose_pairs(root: str | os.PathLike, name: str, split: str) -> Dataset:
     return PosePairs(root, name, split)
 
 
-def _check_image_size(dataset: Dataset, config: DeformGANConfig, where: str) -> None:
-    size = tuple(dataset[0]["source"].shape[-2:])
-    if size != config.image_size:
-        raise ValueError(
-            f"{where} holds {size[0]}x{size[1]} images but the model expects "
-            f"{config.image_size[0]}x{config.image_size[1]} (preset {config.preset!r}; set the size to match)"
-        )
-
-
 def _generator_inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
     """source, source_pose, target_pose, theta, [masks0..masks3] of a collated batch."""
     masks = [batch[f"masks{level}"] for level in range(NUM_SKIP_LEVELS)]
     return batch["source"], batch["source_pose"], batch["target_pose"], batch["theta"], masks
-
-
-@torch.no_grad()
-def _sample_rows(generator: nn.Module, batch: dict[str, Tensor], autocast: AbstractContextManager) -> list[list[Tensor]]:
-    """Rows of source | target pose | generated | real, one per pair; eval mode (no
-    dropout) so that grids of different steps compare."""
-    was_training = generator.training
-    generator.eval()
-    with autocast:
-        fake = generator(*_generator_inputs(batch)).float()
-    generator.train(was_training)
-    # The stickman of the target keypoints where the items carry them (clearer than
-    # heatmaps with sigma 6 px on small images), else the coloured heatmaps.
-    if "target_kp" in batch:
-        pose = stickman(batch["target_kp"], tuple(fake.shape[-2:])).to(fake.device) * 2 - 1
-    else:
-        pose = render_pose(batch["target_pose"])
-    return [[batch["source"][b], pose[b], fake[b], batch["target"][b]] for b in range(fake.shape[0])]
 
 
 # ----------------------------------------------------------------------------- testing
@@ -198,14 +172,16 @@ def evaluate(
     )  # fmt: skip
     with user_errors():
         test_set = open_pose_pairs(root, name, "test")
-        _check_image_size(test_set, model_config, f"{root} ({name}, test)")
+        check_image_size(test_set[0]["source"].shape[-2:], model_config.image_size, f"{root} ({name}, test)",
+                         model_config.preset)
 
     generator = build_generator(model_config).to(torch_device)
     generator.load_state_dict(state["generator"])
     generator.eval()
+    generate = lambda batch: generator(*_generator_inputs(batch))  # noqa: E731
     result = test_pose_pairs(
-        test_set, Path(out), lambda batch: generator(*_generator_inputs(batch)),
-        lambda batch, fake: _sample_rows(generator, batch, nullcontext()), desc="deformgan test", device=device,
+        test_set, Path(out), generate,
+        lambda batch, fake: pose_sample_rows(generator, generate, batch, nullcontext()), desc="deformgan test", device=device,
         batch_size=batch_size, workers=workers, progress=progress, detector=detector, **image_metric_files,
     )  # fmt: skip
     result.update(step=int(state["step"]), checkpoint=str(checkpoint), data=str(root), config=model_config.to_dict())
@@ -239,7 +215,8 @@ class DeformGANRecipe(Recipe):
                                       config.model.image_size, config.synth_identities,
                                       config.progress and run.info.is_main, run.info)  # fmt: skip
         train_set = open_pose_pairs(root, name, "train")
-        _check_image_size(train_set, config.model, f"{root} ({name}, train)")
+        check_image_size(train_set[0]["source"].shape[-2:], config.model.image_size, f"{root} ({name}, train)",
+                         config.model.preset)
         try:
             sample_set = open_pose_pairs(root, name, "test")
         except (FileNotFoundError, ValueError):  # no (or an empty) test split
@@ -294,7 +271,8 @@ class DeformGANRecipe(Recipe):
         return {"loss_d": loss_d.detach(), **{f"g_{name}": value.detach() for name, value in parts.items()}}
 
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
-        return _sample_rows(self.generator, batch, self.run.autocast()), (-1.0, 1.0)
+        generate = lambda batch: self.generator(*_generator_inputs(batch))  # noqa: E731
+        return pose_sample_rows(self.generator, generate, batch, self.run.autocast()), (-1.0, 1.0)
 
     def checkpointed(self) -> dict[str, Any]:
         return {"generator": self.generator, "discriminator": self.discriminator, "opt_g": self.opt_g,

@@ -43,14 +43,16 @@ from pydeform.metrics.image import body_mask
 from pydeform.models.patn import PRESETS, PATNConfig, build_discriminators, build_generator
 from pydeform.nets.vgg import LAYERS, VGG19Features
 from pydeform.options import option
-from pydeform.pose import stickman
-from pydeform.train.common import ImagePool, atomic_write, check_minimum, render_pose, save_image_grid
+from pydeform.train.common import ImagePool, atomic_write, check_minimum, save_image_grid
 from pydeform.train.engine import Data, Recipe, Run, RunConfig, open_trained
 from pydeform.train.engine import train as run_training
 from pydeform.train.pose_transfer import (
     PoseTestConfig,
+    check_image_size,
     format_metrics,
     pose_pair_folder,
+    pose_picture,
+    pose_sample_rows,
     test_pose_pairs,
 )
 
@@ -255,38 +257,15 @@ class PATNPairs(Dataset):
 def _open_pairs(root: Path, name: str, split: str, heatmaps: str, crop: tuple[int, int] | None,
                 model: PATNConfig) -> PATNPairs:  # fmt: skip
     dataset = PATNPairs(root, name, split, heatmaps, crop)
-    if dataset.image_size != model.image_size:
-        h, w = dataset.image_size
-        hint = ""
-        if (h, w) == (256, 256):
-            hint = " (256x256 DeepFashion images: --crop-columns 40,216 gives PATN's 256x176)"
-        raise ValueError(f"{root} ({name}, {split}) holds {h}x{w} images but the model expects "
-                         f"{model.image_size[0]}x{model.image_size[1]} (preset {model.preset!r}; set --size to "
-                         f"match){hint}")  # fmt: skip
+    deepfashion = dataset.image_size == (256, 256)
+    hint = " (256x256 DeepFashion images: --crop-columns 40,216 gives PATN's 256x176)" if deepfashion else ""
+    check_image_size(dataset.image_size, model.image_size, f"{root} ({name}, {split})", model.preset, hint)
     return dataset
 
 
 def _generator_inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """(source image, cat(source heatmaps, target heatmaps)): PATN's G_input."""
     return batch["source"], torch.cat([batch["source_pose"], batch["target_pose"]], dim=1)
-
-
-def _pose_picture(batch: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
-    if "target_kp" in batch:
-        return stickman(batch["target_kp"], size).to(batch["source"].device) * 2 - 1
-    return render_pose(batch["target_pose"])
-
-
-@torch.no_grad()
-def _sample_rows(generator: nn.Module, batch: dict[str, Tensor], autocast: Any) -> list[list[Tensor]]:
-    """Rows of source | target pose | generated | real (eval mode: no dropout)."""
-    was_training = generator.training
-    generator.eval()
-    with autocast:
-        fake = generator(*_generator_inputs(batch)).float()
-    generator.train(was_training)
-    pose = _pose_picture(batch, tuple(fake.shape[-2:]))
-    return [[batch["source"][b], pose[b], fake[b], batch["target"][b]] for b in range(fake.shape[0])]
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -429,7 +408,8 @@ class PATNRecipe(Recipe):
                 **{f"g_{name}": value.detach() for name, value in parts.items()}}  # fmt: skip
 
     def sample_rows(self, batch: dict[str, Any], done: int) -> tuple[list[list[Tensor]], tuple[float, float]]:
-        return _sample_rows(self.generator, batch, self.run.autocast()), (-1.0, 1.0)
+        generate = lambda batch: self.generator(*_generator_inputs(batch))  # noqa: E731
+        return pose_sample_rows(self.generator, generate, batch, self.run.autocast()), (-1.0, 1.0)
 
     @staticmethod
     def evaluate(config: TestConfig) -> dict[str, Any]:
@@ -475,7 +455,7 @@ def _attention_rows(batch: dict[str, Tensor], fake: Tensor, masks: list[Tensor])
     figure. Each mask is its channel mean, upsampled (nearest) and stretched to its own
     min..max for display (grey: low, white: high)."""
     size = tuple(fake.shape[-2:])
-    pose = _pose_picture(batch, size)
+    pose = pose_picture(batch, size)
     maps = []
     for mask in masks:
         mean = F.interpolate(mask.float().mean(dim=1, keepdim=True), size=size, mode="nearest")
@@ -540,7 +520,7 @@ def evaluate(
         return fake
 
     def sample_rows(first: dict[str, Tensor], fake: Tensor) -> list[list[Tensor]]:
-        pose = _pose_picture(first, tuple(fake.shape[-2:]))
+        pose = pose_picture(first, tuple(fake.shape[-2:]))
         return [[first["source"][b], pose[b], fake[b], first["target"][b]] for b in range(pose.shape[0])]
 
     out = Path(out)

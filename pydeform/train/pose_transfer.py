@@ -31,11 +31,15 @@ from tqdm import tqdm
 
 from pydeform.errors import user_errors
 from pydeform.options import option
-from pydeform.train.common import DistInfo, save_image_grid, synthetic_set, to_device
+from pydeform.pose import stickman
+from pydeform.train.common import DistInfo, render_pose, save_image_grid, synthetic_set, to_device
 from pydeform.train.evaluation import EvalConfig, ImageMetrics, format_image_metrics
 
 __all__ = [
     "test_pose_pairs",
+    "check_image_size",
+    "pose_picture",
+    "pose_sample_rows",
     "PoseTestConfig",
     "PoseScores",
     "SYNTH_NAME",
@@ -77,6 +81,36 @@ def pose_pair_folder(
     if data is None:
         return synthetic_pose_pairs(size, identities, progress, info), name or SYNTH_NAME
     return Path(data), name or preset_name
+
+
+def check_image_size(size: tuple[int, int], expected: tuple[int, int], where: str, preset: str, hint: str = "") -> None:
+    """Refuse a dataset (`where`) whose images are not the model's size."""
+    if tuple(size) != tuple(expected):
+        raise ValueError(f"{where} holds {size[0]}x{size[1]} images but the model expects {expected[0]}x{expected[1]} "
+                         f"(preset {preset!r}; set --size to match){hint}")  # fmt: skip
+
+
+def pose_picture(batch: dict[str, Tensor], size: tuple[int, int]) -> Tensor:
+    """The target pose of a sample grid in [-1, 1]: the stickman of the target keypoints where
+    the items carry them (clearer than heatmaps with sigma 6 px on small images), else the
+    coloured heatmaps."""
+    if "target_kp" in batch:
+        return stickman(batch["target_kp"], size).to(batch["source"].device) * 2 - 1
+    return render_pose(batch["target_pose"])
+
+
+@torch.no_grad()
+def pose_sample_rows(generator: torch.nn.Module, generate: Callable[[dict[str, Tensor]], Tensor],
+                     batch: dict[str, Tensor], autocast: Any) -> list[list[Tensor]]:  # fmt: skip
+    """Rows of source | target pose | generate(batch) | real target, one per pair, with the
+    generator in eval mode (no dropout) so that grids of different steps compare."""
+    was_training = generator.training
+    generator.eval()
+    with autocast:
+        fake = generate(batch).float()
+    generator.train(was_training)
+    pose = pose_picture(batch, tuple(fake.shape[-2:]))
+    return [[batch["source"][b], pose[b], fake[b], batch["target"][b]] for b in range(fake.shape[0])]
 
 
 def to_uint8_values(images: Tensor, truncate: bool) -> Tensor:
