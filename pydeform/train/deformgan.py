@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from pydeform.train.pose_transfer import (
     check_image_size,
     format_metrics,
     pose_pair_folder,
+    pose_rows,
     pose_sample_rows,
     test_pose_pairs,
 )
@@ -178,10 +178,9 @@ def evaluate(
     generator = build_generator(model_config).to(torch_device)
     generator.load_state_dict(state["generator"])
     generator.eval()
-    generate = lambda batch: generator(*_generator_inputs(batch))  # noqa: E731
     result = test_pose_pairs(
-        test_set, Path(out), generate,
-        lambda batch, fake: pose_sample_rows(generator, generate, batch, nullcontext()), desc="deformgan test", device=device,
+        test_set, Path(out), lambda batch: generator(*_generator_inputs(batch)),
+        pose_rows, desc="deformgan test", device=device,
         batch_size=batch_size, workers=workers, progress=progress, detector=detector, **image_metric_files,
     )  # fmt: skip
     result.update(step=int(state["step"]), checkpoint=str(checkpoint), data=str(root), config=model_config.to_dict())

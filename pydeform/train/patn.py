@@ -52,6 +52,7 @@ from pydeform.train.pose_transfer import (
     format_metrics,
     pose_pair_folder,
     pose_picture,
+    pose_rows,
     pose_sample_rows,
     test_pose_pairs,
 )
@@ -519,12 +520,8 @@ def evaluate(
                 kept[0], kept[1] = kept[0] + total, kept[1] + count
         return fake
 
-    def sample_rows(first: dict[str, Tensor], fake: Tensor) -> list[list[Tensor]]:
-        pose = pose_picture(first, tuple(fake.shape[-2:]))
-        return [[first["source"][b], pose[b], fake[b], first["target"][b]] for b in range(pose.shape[0])]
-
     out = Path(out)
-    result = test_pose_pairs(test_set, out, generate, sample_rows, desc="patn test", device=device,
+    result = test_pose_pairs(test_set, out, generate, pose_rows, desc="patn test", device=device,
                              batch_size=batch_size, workers=workers, progress=progress, detector=detector,
                              **image_metric_files)  # fmt: skip
     save_image_grid(figure_rows, out / "attention.png")

@@ -40,6 +40,7 @@ __all__ = [
     "check_image_size",
     "pose_picture",
     "pose_sample_rows",
+    "pose_rows",
     "PoseTestConfig",
     "PoseScores",
     "SYNTH_NAME",
@@ -109,6 +110,11 @@ def pose_sample_rows(generator: torch.nn.Module, generate: Callable[[dict[str, T
     with autocast:
         fake = generate(batch).float()
     generator.train(was_training)
+    return pose_rows(batch, fake)
+
+
+def pose_rows(batch: dict[str, Tensor], fake: Tensor) -> list[list[Tensor]]:
+    """Rows of source | target pose | fake | real target, one per pair of `fake`."""
     pose = pose_picture(batch, tuple(fake.shape[-2:]))
     return [[batch["source"][b], pose[b], fake[b], batch["target"][b]] for b in range(fake.shape[0])]
 
