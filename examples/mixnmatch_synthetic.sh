@@ -5,18 +5,22 @@
 # (feature mode), then `pydeform test mixnmatch` with the factor classifier: each factor's
 # accuracy in the mixes against chance, in code and feature mode, and feature mode's shape IoU.
 # Usage: examples/mixnmatch_synthetic.sh [OUT] [STEPS] [FEATURE_STEPS]. Resumable.
+# On a GPU, at MixNMatch's widths: DEVICE=cuda WIDTHS=published examples/mixnmatch_synthetic.sh OUT STEPS FEATURE
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+DEVICE=${DEVICE:-cpu}
+widths=(--gf-dim 8 --df-dim 8 --encoder-dim 8 --bd-hidden 128 --fx-dim 8)
+if [[ ${WIDTHS:-narrow} == published ]]; then widths=(); fi
 OUT=${1:-runs}
 STEPS=${2:-1200}
 FEATURE=${3:-200}
 DATA=$(python -c "from pydeform.train.common import synthetic_factors; print(synthetic_factors())")
 
 if [[ ! -f "$OUT/factors/checkpoint.pt" ]]; then
-    pydeform factors train --data "$DATA" --out "$OUT/factors" --no-progress
+    pydeform factors train --device "$DEVICE" --data "$DATA" --out "$OUT/factors" --no-progress
 fi
-pydeform train mixnmatch --gf-dim 8 --df-dim 8 --encoder-dim 8 --bd-hidden 128 --fx-dim 8 \
+pydeform train mixnmatch --device "$DEVICE" "${widths[@]}" \
     --children 20 --backgrounds 20 --parents 10 --steps "$STEPS" --feature-steps "$FEATURE" --workers 0 \
     --log-every 10 --sample-every 200 --checkpoint-every 100 --no-progress --resume --out "$OUT/mixnmatch"
-pydeform test mixnmatch --checkpoint "$OUT/mixnmatch/checkpoint.pt" --classifier "$OUT/factors/checkpoint.pt" \
+pydeform test mixnmatch --device "$DEVICE" --checkpoint "$OUT/mixnmatch/checkpoint.pt" --classifier "$OUT/factors/checkpoint.pt" \
     --out "$OUT/mixnmatch-test"
