@@ -2,8 +2,8 @@
 
 - `fid(a, b)`: Fréchet distance of two Gaussians (Heusel et al. 2017) in float64, as
   pytorch-fid's `calculate_frechet_distance` (mseitzer/pytorch-fid, `fid_score.py`): when the
-  square root of the covariance product fails (non-finite, or scipy reports a singular
-  matrix), eps is added to both diagonals and it is taken again; an imaginary part on the
+  square root of the covariance product is not finite, eps is added to both diagonals and it
+  is taken again (a singular product with a finite root is kept); an imaginary part on the
   diagonal above 1e-3 is an error, a smaller one is dropped.
 - `kid(features_a, features_b)`: Kernel Inception Distance (Binkowski et al. 2018), the
   unbiased MMD^2 with the cubic polynomial kernel (x.y / d + 1)^3, averaged over 100 random
@@ -58,6 +58,8 @@ class FeatureStats:
         d = self.mu.shape[0] if self.mu.ndim == 1 else -1
         if self.mu.ndim != 1 or self.sigma.shape != (d, d):
             raise ValueError(f"mu must be (D,) and sigma (D, D), got {self.mu.shape} and {self.sigma.shape}")
+        if not (np.isfinite(self.mu).all() and np.isfinite(self.sigma).all()):
+            raise ValueError("mu and sigma must be finite (statistics of features that held NaN or infinity?)")
         if int(self.count) < 0:
             raise ValueError(f"count must be >= 0 (0: unknown), got {self.count}")
         self.count = int(self.count)
@@ -88,15 +90,13 @@ def feature_stats(features: Tensor | np.ndarray) -> FeatureStats:
     return FeatureStats(x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]), x.shape[0])
 
 
-def _sqrtm(a: np.ndarray) -> tuple[np.ndarray, bool]:
-    """scipy's matrix square root (called without the `disp` argument scipy is removing)
-    -> (root, ok); ok is False when the result is not finite or scipy warned that the
-    matrix is singular."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
-        root = scipy.linalg.sqrtm(a)
-    singular = any(issubclass(w.category, scipy.linalg.LinAlgWarning) for w in caught)
-    return root, bool(np.isfinite(root).all()) and not singular
+def _sqrtm(a: np.ndarray) -> np.ndarray:
+    """scipy's matrix square root (called without the `disp` argument scipy is removing),
+    its singular-matrix warning silenced as pytorch-fid's `disp=False` does: a singular
+    product still has a finite root, which pytorch-fid keeps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(a)
 
 
 def fid(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:
@@ -107,10 +107,10 @@ def fid(a: FeatureStats, b: FeatureStats, eps: float = 1e-6) -> float:
     if a.mu.shape != b.mu.shape:
         raise ValueError(f"a and b have different feature sizes: {a.mu.shape[0]} and {b.mu.shape[0]}")
     diff = a.mu - b.mu
-    covmean, ok = _sqrtm(a.sigma @ b.sigma)
-    if not ok:
+    covmean = _sqrtm(a.sigma @ b.sigma)
+    if not np.isfinite(covmean).all():  # pytorch-fid retries only then (not on a singular product)
         offset = np.eye(a.sigma.shape[0]) * eps
-        covmean, ok = _sqrtm((a.sigma + offset) @ (b.sigma + offset))
+        covmean = _sqrtm((a.sigma + offset) @ (b.sigma + offset))
         if not np.isfinite(covmean).all():
             raise ValueError("FID: the square root of the covariance product is not finite, even with eps added")
     if np.iscomplexobj(covmean):

@@ -44,6 +44,9 @@ _VGG16 = [("C", 64, 3, 1, 1), ("C", 64, 3, 1, 1), ("M",), ("C", 128, 3, 1, 1), (
 # The features index after which each of the five activations is taken (exclusive slice ends).
 _TAPS = {"alex": (2, 5, 8, 10, 12), "vgg": (4, 9, 16, 23, 30)}
 CHANNELS = {"alex": (64, 192, 384, 256, 256), "vgg": (64, 128, 256, 512, 512)}
+# The smallest image side for which every tapped activation exists (AlexNet: the stride-4 conv
+# and two 3x3/2 pools before relu5; VGG16: four 2x2 pools before relu5_3).
+MIN_SIZE = {"alex": 31, "vgg": 16}
 _SOURCES = {
     "alex": ("torchvision alexnet", "alexnet-owt-7be5be79.pth", "lpips/weights/v0.1/alex.pth"),
     "vgg": ("torchvision vgg16", "vgg16-397923af.pth", "lpips/weights/v0.1/vgg.pth"),
@@ -148,6 +151,12 @@ class LPIPS(nn.Module):
         """(B, 3, H, W) in input_range -> the five backbone activations."""
         if not isinstance(images, Tensor) or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be a (B, 3, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        if not images.is_floating_point():
+            raise TypeError(f"images must be floating point in input_range, got {images.dtype} (scale uint8 images "
+                            "to the range first)")  # fmt: skip
+        if min(images.shape[-2:]) < MIN_SIZE[self.net]:
+            raise ValueError(f"LPIPS ({self.net}) needs images of at least {MIN_SIZE[self.net]}x{MIN_SIZE[self.net]} "
+                             f"pixels, got {images.shape[-2]}x{images.shape[-1]}")  # fmt: skip
         h = images.to(self.in_scale.dtype) * self.in_scale + self.in_shift
         out, start = [], 0
         for end in _TAPS[self.net]:

@@ -195,7 +195,12 @@ def _to_uint8(images: Tensor, name: str, truncate: bool) -> Tensor:
         raise ValueError(f"{name} must be a (B, 3, H, W) tensor in [-1, 1], got {getattr(images, 'shape', type(images))}")
     if images.dtype == torch.uint8:  # already 8-bit values (as read from files)
         return images
-    values = (images.detach().float().clamp(-1, 1) + 1) * 127.5
+    values = images.detach().float()
+    # Saving clamps a generator's small overshoot; values far outside are another range (0..255 floats?).
+    if values.numel() and not bool(values.abs().max() <= 2):
+        raise ValueError(f"{name} must be in [-1, 1] (or uint8), got values in [{float(values.min()):.4g}, "
+                         f"{float(values.max()):.4g}]")  # fmt: skip
+    values = (values.clamp(-1, 1) + 1) * 127.5
     return (values.floor() if truncate else values.round()).to(torch.uint8)
 
 

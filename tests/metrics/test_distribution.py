@@ -55,16 +55,25 @@ def test_fid_fewer_samples_than_dimensions():
     assert fid(a, b) == pytest.approx(expected, rel=1e-6)
 
 
-def test_fid_singular_product_goes_through_the_eps_retry():
-    # All samples of a equal: sigma_a = 0, scipy reports a singular matrix, eps is added to both diagonals.
+def test_fid_singular_product_is_kept_without_eps():
+    # All samples of a equal (sigma_a = 0), or a few dead feature channels: the product is
+    # singular, its root finite, and pytorch-fid keeps it; eps must not move the value.
     rng = np.random.default_rng(6)
     a = feature_stats(np.tile(rng.standard_normal((1, 4)), (5, 1)))
     b = feature_stats(rng.standard_normal((9, 4)))
-    eps = 1e-6
-    s1, s2 = a.sigma + eps * np.eye(4), b.sigma + eps * np.eye(4)
-    expected = np.sum((a.mu - b.mu) ** 2) + np.trace(a.sigma + b.sigma) - 2 * _trace_sqrt_product(s1, s2)
-    assert fid(a, b, eps=eps) == pytest.approx(expected, rel=1e-9)
-    assert fid(a, b, eps=1e-2) != pytest.approx(fid(a, b, eps=eps), rel=1e-6)  # the retry uses eps
+    assert fid(a, b, eps=1e-2) == pytest.approx(np.sum((a.mu - b.mu) ** 2) + np.trace(b.sigma), rel=1e-9)
+    x, y = rng.standard_normal((400, 32)), rng.standard_normal((400, 32)) + 0.3
+    x[:, :5] = 1.0  # dead channels
+    c, d = feature_stats(x), feature_stats(y)
+    exact = np.sum((c.mu - d.mu) ** 2) + np.trace(c.sigma + d.sigma) - 2 * _trace_sqrt_product(c.sigma, d.sigma)
+    assert fid(c, d, eps=1e-2) == pytest.approx(exact, rel=1e-6)
+
+
+def test_feature_stats_refuse_non_finite_values():
+    with pytest.raises(ValueError, match="finite"):
+        FeatureStats(np.array([0.0, np.nan]), np.eye(2), 0)
+    with pytest.raises(ValueError, match="finite"):
+        FeatureStats(np.zeros(2), np.array([[1.0, np.inf], [0.0, 1.0]]), 0)
 
 
 def test_fid_non_finite_root_retries_and_imaginary_part_is_an_error(monkeypatch):

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pydeform.metrics import LPIPS
+from pydeform.metrics.lpips import _TAPS, LPIPS_NETS, MIN_SIZE
 
 # torchvision alexnet().features: (index, out, in, kernel, stride, padding); max-pools 3/2 after 0 and 3.
 ALEX_CONVS = [(0, 64, 3, 11, 4, 2), (3, 192, 64, 5, 1, 2), (6, 384, 192, 3, 1, 1), (8, 256, 384, 3, 1, 1),
@@ -149,3 +150,18 @@ def test_lpips_real_weights():
     noisy = (x + 0.2 * torch.randn_like(x)).clamp(-1, 1)
     near, far = model(x, noisy), model(x, torch.rand_like(x) * 2 - 1)
     assert bool((near < far).all()) and bool((model(x, x) == 0).all())
+
+
+@pytest.mark.parametrize("net", LPIPS_NETS)
+def test_lpips_refuses_small_and_integer_images(net):
+    model = LPIPS(net, random_weights=True)
+    side = MIN_SIZE[net]
+    assert len(model.activations(torch.zeros(1, 3, side, side))) == 5
+    with pytest.raises(RuntimeError):  # what the check prevents: the backbone fails one pixel lower
+        model.backbone.features[: _TAPS[net][-1]](torch.zeros(1, 3, side - 1, side - 1))
+    small = torch.zeros(1, 3, side - 1, 64)
+    with pytest.raises(ValueError, match=f"at least {side}x{side} pixels, got {side - 1}x64"):
+        model(small, small)
+    pixels = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    with pytest.raises(TypeError, match="floating point"):
+        model(pixels, pixels)

@@ -338,3 +338,8 @@ def test_generation_metrics(files, fid_calls, monkeypatch):
         generation_metrics(generated, targets[:3], lpips_backbone=files / "alexnet.pth", lpips_linear=files / "alex.pth")
     with pytest.raises(ValueError, match=r"generated must be a \(B, 3, H, W\)"):
         generation_metrics(generated[:, :1])
+    with pytest.raises(ValueError, match=r"generated must be in \[-1, 1\] \(or uint8\), got values in \[0, 255\]"):
+        generation_metrics(torch.cat([generated.clamp(0, 1), torch.full((1, 3, 32, 32), 255.0)]))
+    overshoot = generated * 1.5  # a generator's small overshoot is clamped, as when saved
+    clamped = protocols._to_uint8(overshoot.clamp(-1, 1), "generated", False)
+    assert torch.equal(protocols._to_uint8(overshoot, "generated", False), clamped)
