@@ -20,7 +20,7 @@ if [[ ! -f "$OUT/factors/checkpoint.pt" ]]; then
     pydeform factors train --device "$DEVICE" --data "$DATA" --out "$OUT/factors" --no-progress
 fi
 pydeform train mixnmatch --device "$DEVICE" "${widths[@]}" \
-    --children 20 --backgrounds 20 --parents 10 --steps "$STEPS" --feature-steps "$FEATURE" --workers 0 \
+    --children 20 --backgrounds 20 --parents 10 --batch-size 16 --steps "$STEPS" --feature-steps "$FEATURE" --workers 0 \
     --log-every 10 --sample-every 200 --checkpoint-every 100 --no-progress --resume --out "$OUT/mixnmatch"
 pydeform test mixnmatch --device "$DEVICE" --checkpoint "$OUT/mixnmatch/checkpoint.pt" --classifier "$OUT/factors/checkpoint.pt" \
     --out "$OUT/mixnmatch-test"

@@ -406,11 +406,11 @@ class VUNet(nn.Module):
         enc_scales = n - config.box_factor
         self.enc_up = UpPass(3 * NUM_PARTS, enc_scales, config.n_filters * 2**config.box_factor, config.max_filters,
                              config.dropout)  # fmt: skip
-        if self.enc_up.channels[-1] != self.dec_up.channels[-1] or (
-            config.latent_scales > 1 and self.enc_up.channels[-2] != self.dec_up.channels[-2]
-        ):
-            raise ValueError("the encoder's and decoder's latent scales have different widths: raise max_filters "
-                             "or lower n_filters")  # fmt: skip
+        latent = config.latent_scales  # the scales where encoder and decoder meet must have equal widths
+        if list(self.enc_up.channels[-latent:]) != list(self.dec_up.channels[-latent:]):
+            raise ValueError(f"the encoder's and decoder's {latent} latent scales have different widths "
+                             f"({list(self.enc_up.channels[-latent:])} and {list(self.dec_up.channels[-latent:])}): "
+                             "raise max_filters, lower n_filters or box_factor, or use fewer latent scales")  # fmt: skip
         self.enc_down = EncoderDown(self.enc_up.channels, config.latent_scales, config.dropout)
         coarsest = config.size >> (n - 1)
         self.dec_down = DecoderDown(self.dec_up.channels, config.latent_scales, config.dropout, coarsest)

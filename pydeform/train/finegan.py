@@ -85,7 +85,10 @@ class FactorRunConfig(RunConfig):
         super().__post_init__()
         if self.data == "synthetic":
             self.data = None
-        check_minimum(self, ("batch_size", "synth_count"), 1)
+        check_minimum(self, ("synth_count",), 1)
+        if self.batch_size < 2:  # BatchNorm in training needs two samples to normalise over
+            raise ValueError(f"batch_size must be >= 2 (per process: the networks' BatchNorm needs two samples), "
+                             f"got {self.batch_size}")  # fmt: skip
         check_minimum(self, ("bg_weight", "ema_decay"), 0)
         if self.ema_decay > 1:
             raise ValueError(f"ema_decay must be in [0, 1], got {self.ema_decay}")
@@ -106,7 +109,11 @@ class TrainConfig(FactorRunConfig):
 
     model: FineGANConfig = option(default_factory=FineGANConfig)
     steps: int = option(1000, "steps of the main phase (FineGAN: 600 epochs)", required=True)
-    hard_steps: int = option(1500, "steps of the hard-negative phase after it (FineGAN's HARDNEG_MAX_ITER)")
+    # FineGAN's hard-negative loop is one pass over the data loader that breaks at HARDNEG_MAX_ITER,
+    # so on a set of fewer than 1500 batches it is shorter; here its length is this setting alone.
+    hard_steps: int = option(1500, "steps of the hard-negative phase after it (FineGAN's HARDNEG_MAX_ITER; its loop "
+                             "also ends after one pass over the data: set this to the batches per epoch to match "
+                             "on a smaller set)")  # fmt: skip
     hard_repeat: int = option(10, "batches drawn per hard-negative step, of which the worst are kept")
     lr_g: float = option(2e-4, "Adam lr of G (and of D1 and D2's info head)", resume="apply")
     lr_d: float = option(2e-4, "Adam lr of the discriminators D0, D2", resume="apply")
@@ -116,6 +123,9 @@ class TrainConfig(FactorRunConfig):
         check_minimum(self, ("steps", "hard_repeat"), 1)
         check_minimum(self, ("hard_steps",), 0)
         check_minimum(self, ("lr_g", "lr_d"), 0, strict=True)
+        if self.amp:
+            raise ValueError("finegan does not train under amp (--amp): its discriminators end in a sigmoid, which "
+                             "saturates in float16 and gives the BCE losses NaN gradients")  # fmt: skip
 
 
 @dataclass
@@ -130,6 +140,10 @@ class TestConfig(EvalConfig):
     seed: int = option(0, "seed of the generated codes")
     weights: str = option("ema", "which generator: the EMA of its parameters (FineGAN's) or the live one (short runs: "
                           "an EMA of 0.999 still holds 0.999^steps of the initial weights)", choices=("ema", "live"))  # fmt: skip
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_minimum(self, ("count", "per_parent"), 1)
 
 
 # ----------------------------------------------------------------------------- data

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from pydeform.data.cub import CUBObjects, augment, centre_object
 from pydeform.errors import user_errors
@@ -86,6 +86,7 @@ class TrainConfig(FactorRunConfig):
     (the mixing grid) and OUT/checkpoint.pt."""
 
     model: MixNMatchConfig = option(default_factory=MixNMatchConfig)
+    batch_size: int = option(12, "images per step and process (12: MixNMatch's, code/config.py)")
     steps: int = option(1000, "steps of stage 1", required=True)
     feature_steps: int = option(0, "steps of stage 2 (feature mode) after stage 1")
     lr: float = option(2e-4, "Adam lr of G, encoders, D0, D2 and the bi-discriminators", resume="apply")
@@ -113,6 +114,10 @@ class TestConfig(EvalConfig):
 
     count: int = option(200, "triples to mix (at most the test split's size)")
     classifier: str | None = option(None, "factor classifier checkpoint (`pydeform factors train`)", metavar="PATH")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_minimum(self, ("count",), 1)
 
 
 # ----------------------------------------------------------------------------- losses
@@ -434,10 +439,17 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
         else:
             root = Path(data)
         test_set = CUBObjects(root, "test")
-    n = min(count, len(test_set))
-    loader = DataLoader(test_set, batch_size=len(test_set), shuffle=False, num_workers=workers)
-    images = centre_object(next(iter(loader))["object"]).to(torch_device)
-    size = len(test_set)
+    n, size = min(count, len(test_set)), len(test_set)
+    # Read only the images of the triples (k, k + 1, k + 2) and of the grid (the first 4): a whole
+    # test split (CUB's 5,794) would take gigabytes.
+    used = sorted({k % size for k in range(n + 2)} | set(range(min(4, size))))
+    loader = DataLoader(Subset(test_set, used), batch_size=len(used), shuffle=False, num_workers=workers)
+    loaded = centre_object(next(iter(loader))["object"]).to(torch_device)
+    position = {index: row for row, index in enumerate(used)}
+
+    def images(indices: list[int]) -> Tensor:
+        return loaded[[position[i] for i in indices]]
+
     a = list(range(n))
     b = [(k + 1) % size for k in a]
     c = [(k + 2) % size for k in a]
@@ -457,7 +469,7 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
         outputs, parent_masks = [], []
         for start in range(0, n, batch_size):
             sl = slice(start, min(n, start + batch_size))
-            result = mixer(images[a[sl]], images[b[sl]], images[c[sl]], mode=mode)
+            result = mixer(images(a[sl]), images(b[sl]), images(c[sl]), mode=mode)
             outputs.append(result.child)
             parent_masks.append(result.parent_mask[:, 0])
         mixed = torch.cat(outputs)
@@ -480,7 +492,7 @@ def evaluate(checkpoint: str, out: str, data: str | None = None, device: str = "
             union = (pm | masks).flatten(1).sum(1).float().clamp_min(1)
             entry["shape_iou"] = float((inter / union).mean())
         results[mode] = entry
-    grid = images[:4]
+    grid = images(list(range(min(4, size))))
     rows = mixing_grid(mixer, grid)
     if mixer.extractor is not None:
         rows += mixing_grid(mixer, grid, "feature")

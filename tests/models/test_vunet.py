@@ -146,6 +146,12 @@ def test_config_errors(bad):
         tiny(**bad)
 
 
+def test_every_latent_scale_must_have_equal_widths():
+    # box_factor 3 widens the encoder's finest latent scale to 256 while the decoder's stay at 128
+    with pytest.raises(ValueError, match=r"4 latent scales have different widths \(\[256, 128, 128, 128\]"):
+        VUNet(VUNetConfig(preset="market", box_factor=3, latent_scales=4))
+
+
 def test_prior_is_autoregressive_over_the_sub_lattices():
     torch.manual_seed(0)
     model = VUNet(tiny()).eval()

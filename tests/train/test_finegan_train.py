@@ -119,6 +119,13 @@ def test_errors(factors, tmp_path, capsys):
     assert "pydeform: error:" in err and "images.txt" in err and "Traceback" not in err
     assert main(["test", "finegan", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "d")]) == 1
     assert "checkpoint not found" in capsys.readouterr().err
+    for argv, message in ((["train", "finegan", "--out", "x", "--steps", "1", "--batch-size", "1"], "BatchNorm"),
+                          (["train", "finegan", "--out", "x", "--steps", "1", "--amp", "--device", "cuda"], "amp"),
+                          (["test", "finegan", "--checkpoint", "c.pt", "--out", "x", "--count", "0"], "count must be"),
+                          (["test", "finegan", "--checkpoint", "c.pt", "--out", "x", "--per-parent", "0"], "per_parent")):
+        with pytest.raises(SystemExit) as exit:  # refused before anything runs
+            main(argv)
+        assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_parameter_ema_matches_the_code_update():

@@ -86,7 +86,18 @@ def test_wrong_checkpoint_kind(runs, tmp_path, capsys):
     assert "not a MixNMatch checkpoint" in capsys.readouterr().err
 
 
-def test_amp_refused(capsys):
-    with pytest.raises(SystemExit) as exit:
-        main(["train", "mixnmatch", "--out", "x", "--steps", "1", "--amp", "--device", "cuda"])
-    assert exit.value.code == 2 and "amp" in capsys.readouterr().err
+def test_refused_settings(capsys):
+    for argv, message in ((["train", "mixnmatch", "--out", "x", "--steps", "1", "--amp", "--device", "cuda"], "amp"),
+                          (["train", "mixnmatch", "--out", "x", "--steps", "1", "--batch-size", "1"], "BatchNorm"),
+                          (["test", "mixnmatch", "--checkpoint", "c.pt", "--out", "x", "--count", "0"], "count must")):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_default_batch_is_mixnmatchs():
+    from pydeform.train.finegan import TrainConfig as FineGANTrain
+    from pydeform.train.mixnmatch import TrainConfig
+
+    assert TrainConfig(out="x").batch_size == 12  # MixNMatch's code/config.py
+    assert FineGANTrain(out="x").batch_size == 16  # FineGAN's
