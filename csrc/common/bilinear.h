@@ -41,13 +41,13 @@ template <typename A> HOST_DEVICE A floor_of(A v) {
 }
 
 // Where the taps are taken, for a finite point (sx, sy): a side of 1 collapses to 0 (derivative
-// 0); "border" clamps into the image (derivative 0 where clamped); "zeros" clamps to one pixel
-// beyond it, where every tap is outside already, so that changes neither the value (0) nor the
+// 0); "border" clamps into the image (derivative 0 where clamped and on the border); "zeros"
+// clamps to one pixel beyond it, where every tap is outside already, so that changes neither the value (0) nor the
 // gradient (0) and keeps floor() inside int64 for huge coordinates. As two boxes per image size
 // and padding, so that clamping a point is branch-free and a CPU loop over points vectorises.
 template <typename A> struct BilinearClamp {
   A lo_x, hi_x, lo_y, hi_y;      // the point is clamped into this box
-  A flat_lo_x, flat_hi_x, flat_lo_y, flat_hi_y;  // outside this one the derivative is 0
+  A flat_lo_x, flat_hi_x, flat_lo_y, flat_hi_y;  // on or outside this one the derivative is 0
 };
 
 template <typename A> HOST_DEVICE BilinearClamp<A> bilinear_clamp(int64_t H, int64_t W, bool border) {
@@ -67,8 +67,11 @@ template <typename A> HOST_DEVICE BilinearClamp<A> bilinear_clamp(int64_t H, int
 
 template <typename A>
 HOST_DEVICE void bilinear_clamp_point(A& sx, A& sy, const BilinearClamp<A>& c, A& dsx, A& dsy) {
-  dsx = (sx < c.flat_lo_x) | (sx > c.flat_hi_x) ? A(0) : A(1);  // bitwise: no branches
-  dsy = (sy < c.flat_lo_y) | (sy > c.flat_hi_y) ? A(0) : A(1);
+  // On the border itself the derivative is 0 too (<=, >=), as grid_sample's
+  // clip_coordinates_set_grad: at x = W-1 the right tap lies outside and reads 0, so the
+  // one-sided slope from the taps would be wrong. Bitwise: no branches.
+  dsx = (sx <= c.flat_lo_x) | (sx >= c.flat_hi_x) ? A(0) : A(1);
+  dsy = (sy <= c.flat_lo_y) | (sy >= c.flat_hi_y) ? A(0) : A(1);
   sx = sx < c.lo_x ? c.lo_x : (sx > c.hi_x ? c.hi_x : sx);
   sy = sy < c.lo_y ? c.lo_y : (sy > c.hi_y ? c.hi_y : sy);
 }

@@ -127,6 +127,25 @@ def test_identity_and_integer_shift_are_exact():
     assert torch.equal(homography_sample(x, shift, padding_mode="border"), x[:, :, rows][:, :, :, cols])
 
 
+@pytest.mark.parametrize("shift, axis", [((6, -0.75), 0), ((-6, -0.75), 0), ((-0.75, 4), 1), ((-0.75, -4), 1)])
+def test_border_padding_has_no_coordinate_gradient_on_the_border(shift, axis):
+    # W = 7, H = 5: along `axis` every sample point lies on the border (0 or W-1 / H-1) or
+    # beyond it, along the other at fractional positions. grid_sample's derivative is 0 on
+    # the border as beyond it, so the row of h that moves that coordinate gets no gradient.
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    h = torch.tensor([[1.0, 0.0, shift[0]], [0.0, 1.0, shift[1]], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    h = h.expand(2, 3, 3).clone().requires_grad_(True)
+    weights = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    got = homography_sample(x, h, padding_mode="border")
+    want = reference.homography_sample(x, h, padding_mode="border")
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    got_grads = torch.autograd.grad((got * weights).sum(), (x, h))
+    want_grads = torch.autograd.grad((want * weights).sum(), (x, h))
+    assert torch.equal(got_grads[1][:, axis], torch.zeros(2, 3, dtype=torch.float64))
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_projective_scale_does_not_matter():
     x = torch.randn(1, 2, 9, 11, dtype=torch.float64)
     h = random_homographies(1, "pixel", (9, 11), (9, 11))

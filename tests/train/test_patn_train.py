@@ -380,3 +380,31 @@ def test_deepfashion_256x256_files_need_the_published_crop(tmp_path):
     item = pairs[0]
     assert item["source"].shape == (3, 256, 176) and item["target_pose"].shape == (18, 256, 176)
     assert set(item["target_pose"].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_deepfashion_ssim_pads_as_patns_script():
+    # tool/getMetrics_fashion.py: both images padded with 40 white columns each side before SSIM
+    # (addBounding); checked with skimage on padded arrays, mask-SSIM with the mask padded by 0.
+    from skimage.metrics import structural_similarity
+
+    from pydeform.train.pose_transfer import metric_sums
+
+    rng = np.random.default_rng(0)
+    generated = torch.from_numpy(rng.integers(0, 256, (2, 3, 256, 176))).double()
+    target = torch.from_numpy(rng.integers(0, 256, (2, 3, 256, 176))).double()
+    mask = torch.from_numpy(rng.random((2, 1, 256, 176)) > 0.5).double()
+    sums = metric_sums(generated, target, mask, ssim_pad=40)
+
+    def padded(image, value):  # (C, H, W) tensor -> (H, W + 80, C) array
+        return np.pad(image.permute(1, 2, 0).numpy(), ((0, 0), (40, 40), (0, 0)), constant_values=value)
+
+    def skimage_ssim(g, t):
+        return structural_similarity(t, g, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                     channel_axis=2, data_range=float(g.max() - g.min()))  # fmt: skip
+
+    g, t, k = ([padded(x[b], v) for b in range(2)] for x, v in ((generated, 255), (target, 255), (mask, 0)))
+    assert sums["ssim"] == pytest.approx(sum(skimage_ssim(g[b], t[b]) for b in range(2)), abs=1e-6)
+    assert sums["mask_ssim"] == pytest.approx(sum(skimage_ssim(g[b] * k[b], t[b] * k[b]) for b in range(2)), abs=1e-6)
+    unpadded = metric_sums(generated, target, mask)
+    assert sums["ssim"] != pytest.approx(unpadded["ssim"], abs=1e-3)
+    assert (sums["l1"], sums["psnr"]) == pytest.approx((unpadded["l1"], unpadded["psnr"]))  # only the SSIMs change
