@@ -14,6 +14,8 @@ def check_image(name: str, t, ndim: int = 4, may_be_zero: tuple[int, ...] = (0,)
     are positive except those in `may_be_zero` (the batch: an empty batch is allowed)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout} (use .to_dense())")
     if t.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     if any(size == 0 for d, size in enumerate(t.shape) if d not in may_be_zero):

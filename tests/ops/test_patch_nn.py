@@ -88,6 +88,22 @@ def test_kernel_larger_than_image_and_huge_kernel():
     assert torch.equal(i_huge, (di + r_huge) * 1_000_001 + (dj + r_huge))
 
 
+def test_scratch_that_cannot_be_allocated_raises_memory_error_in_threads():
+    # A kernel covering a 2 x 2^20 image needs (2^21 + 1) x 3 x 2^20 floats of scratch per row:
+    # the allocation fails inside the OpenMP loop, which must raise, not end the process. In a
+    # subprocess, so that an abort cannot take the test session with it.
+    import subprocess
+    import sys
+
+    script = (
+        "import torch\nfrom pydeform.ops import patch_nn_distance\ntorch.set_num_threads(2)\n"
+        "x = torch.randn(2, 1, 1, 2**20)\n"
+        "try:\n    patch_nn_distance(x, x, 2**21 + 1)\nexcept MemoryError:\n    print('MemoryError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0 and done.stdout.strip() == "MemoryError", done.stderr[-500:]
+
+
 def test_nan_propagates_to_dist():
     x, y = torch.randn(1, 2, 5, 5), torch.randn(1, 2, 5, 5)
     y[0, 1, 2, 2] = float("nan")
@@ -196,6 +212,7 @@ def test_backward_op_never_trusts_index():
         (torch.randn(1, 0, 4, 4), torch.randn(1, 0, 4, 4), {}, ValueError, "x must not be empty"),  # (B = 0 is allowed)
         (torch.randn(1, 3, 0, 4), torch.randn(1, 3, 0, 4), {}, ValueError, "x must not be empty"),
         ([[1.0]], torch.randn(1, 3, 4, 4), {}, TypeError, "x must be a torch.Tensor"),
+        (torch.randn(1, 3, 4, 4).to_sparse(), torch.randn(1, 3, 4, 4), {}, TypeError, "x must be a dense"),
         (torch.randn(1, 3, 4, 4, device="meta"), torch.randn(1, 3, 4, 4, device="meta"), {}, ValueError, "device meta"),
     ],
 )  # fmt: skip
