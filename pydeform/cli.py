@@ -149,6 +149,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_test(args: argparse.Namespace) -> int:
     recipe = _recipe(args.family)
     config = _config(args.parser, recipe.eval_config_class, args)
+    config.check_machine()
     result = recipe.evaluate(config)
     print(recipe.summary(result), flush=True)
     print(f"wrote {config.out}/metrics.json and the images in {config.out}/images", flush=True)

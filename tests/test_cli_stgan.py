@@ -74,3 +74,14 @@ def test_bad_arguments_are_usage_errors(tmp_path, capsys, argv, message):
         main([*base, *argv])
     assert exit.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("info", ['{"corners": []}', "not json"])
+def test_an_info_json_without_the_size_is_named(tmp_path, capsys, info):
+    data = tmp_path / "placement"
+    data.mkdir()
+    (data / "info.json").write_text(info)
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "stgan", "--out", str(tmp_path / "run"), "--steps-per-stage", "1", "--data", str(data)])
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and f"{data / 'info.json'} does not give the image size" in err and "--size" in err

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from pydeform.metrics.keypoints import keypoint_error, pckh
+from pydeform.nets.weights import load_state_file
 from pydeform.pose.keypoints import NUM_JOINTS, read_annotations
 
 __all__ = [
@@ -155,7 +156,7 @@ def train_detector(data: str | os.PathLike, name: str, out: str | os.PathLike, s
 
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu") -> KeypointDetector:
     """A detector checkpoint the user names (`train_detector`'s output)."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = load_state_file(Path(path), "keypoint detector")
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise ValueError(f"{path} is not a keypoint detector checkpoint")
     model = KeypointDetector(state["width"]).to(device)

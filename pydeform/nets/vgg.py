@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pydeform.nets.weights import load_state_file
+
 # Output channels per conv, "M" = 2x2 max-pool: VGG19, configuration E of the paper.
 _CONFIG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
 
@@ -106,9 +108,7 @@ class VGG19Features(nn.Module):
         self.eval()
 
     def _load(self, path: Path) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"VGG19 weights file not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state_file(path, "VGG19 weights")
         if not isinstance(state, dict):
             raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__})")
         wanted = {k: v for k, v in state.items() if k.startswith("features.")}

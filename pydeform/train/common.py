@@ -94,7 +94,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated, not a torch file, or a pickle of more than tensors
+        raise ValueError(f"{path} is not a readable checkpoint: {error}") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict (got {type(state).__name__})")
     return state
@@ -223,6 +226,16 @@ def seed_step(seed: int, rank: int, step: int) -> None:
 # ----------------------------------------------------------------------------- training
 
 
+def _match_store(store: Any, fakes: Tensor) -> None:
+    """A store of fakes (FakeHistory, ImagePool) follows the fakes' device (a restored
+    checkpoint's images come back on the CPU) and refuses fakes of another shape."""
+    if store.images is None:
+        return
+    if store.images.shape[1:] != fakes.shape[1:]:
+        raise ValueError(f"fakes of shape {tuple(fakes.shape[1:])} do not match the stored {tuple(store.images.shape[1:])}")
+    store.images = store.images.to(fakes.device)
+
+
 class FakeHistory:
     """ST-GAN's history of earlier fakes (`updateHistory`, glasses/data.py): half of each
     critic batch comes from earlier generator outputs, so the critic does not forget them.
@@ -251,8 +264,7 @@ class FakeHistory:
         if self.capacity == 0:
             return fakes
         fakes = fakes.detach()
-        if self.images is not None and (self.images.shape[1:] != fakes.shape[1:] or self.images.device != fakes.device):
-            raise ValueError(f"fakes of shape {tuple(fakes.shape[1:])} do not match the stored {tuple(self.images.shape[1:])}")
+        _match_store(self, fakes)
         half = fakes.shape[0] // 2
         order = torch.randperm(fakes.shape[0], device=fakes.device)
         old = min(half, self.count)
@@ -308,8 +320,7 @@ class ImagePool:
         fakes = fakes.detach()
         if self.capacity == 0:
             return fakes
-        if self.images is not None and (self.images.shape[1:] != fakes.shape[1:] or self.images.device != fakes.device):
-            raise ValueError(f"fakes of shape {tuple(fakes.shape[1:])} do not match the stored {tuple(self.images.shape[1:])}")
+        _match_store(self, fakes)
         out = []
         for image in fakes:
             if self.count < self.capacity:

@@ -3,12 +3,13 @@ test config subclasses) and the FID/IS/LPIPS of the generated test split (`Image
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pydeform.errors import user_errors
+from pydeform.errors import mark_user_error, user_errors
 from pydeform.options import option
 from pydeform.train.common import check_minimum
 
@@ -36,6 +37,15 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_minimum(self, ("batch_size",), 1)
         check_minimum(self, ("workers",), 0)
+
+    def check_machine(self) -> None:
+        """What only the machine that runs the test can say, before anything is read: a CUDA
+        GPU for --device cuda, and an OUT that is not a file (user errors)."""
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise mark_user_error(RuntimeError("--device cuda: torch sees no CUDA GPU (use --device cpu)"))
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise mark_user_error(NotADirectoryError(f"--out {self.out} is a file, not a folder: choose a folder "
+                                                     "for the results"))  # fmt: skip
 
 
 class ImageMetrics:

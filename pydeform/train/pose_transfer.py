@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pydeform.errors import user_errors
+from pydeform.errors import mark_user_error, user_errors
 from pydeform.options import option
 from pydeform.pose import stickman
 from pydeform.train.common import DistInfo, render_pose, save_image_grid, synthetic_set, to_device
@@ -242,6 +242,11 @@ def test_pose_pairs(
             batch = to_device(batch, torch.device(device))
             fake = generate(batch)
             if count == 0:
+                if min(fake.shape[-2:]) < 11:
+                    raise mark_user_error(ValueError(
+                        f"the test scores SSIM with an 11x11 window: images of {fake.shape[-2]}x{fake.shape[-1]} "
+                        "pixels are too small (train at 11x11 or more)"
+                    ))  # fmt: skip
                 first = {k: v[:4] for k, v in batch.items() if isinstance(v, Tensor)}
                 save_image_grid(sample_rows(first, fake[:4]), out / "samples.png")
             generated = to_uint8_values(fake, truncate=True)

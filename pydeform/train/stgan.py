@@ -161,7 +161,11 @@ class TrainConfig(RunConfig):
             if values.get("glasses") is not None:
                 values["size"] = (144, 144)
             elif info is not None and info.is_file():
-                values["size"] = tuple(json.loads(info.read_text())["size"])
+                try:
+                    values["size"] = tuple(json.loads(info.read_text())["size"])
+                except (ValueError, KeyError, TypeError) as error:
+                    raise ValueError(f"{info} does not give the image size ({type(error).__name__}: {error}); "
+                                     "pass --size") from error  # fmt: skip
             else:
                 values["size"] = (64, 64)
         return from_flat(cls, values)

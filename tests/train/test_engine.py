@@ -295,6 +295,29 @@ def test_test_command_errors_are_one_line(data, tmp_path, capsys):
     assert main([*tiny("stgan", data, run), "--d-steps", "1", "--steps-per-stage", "1"]) == 0
     assert main(["test", "deformgan", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "e")]) == 1
     assert "not a Deformable GAN checkpoint" in error_line(capsys)
+    # A damaged checkpoint: garbage, and a real one cut short.
+    garbage, cut = tmp_path / "garbage.pt", tmp_path / "cut.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    cut.write_bytes((run / "checkpoint.pt").read_bytes()[:5000])
+    for damaged in (garbage, cut):
+        assert main(["test", "stgan", "--checkpoint", str(damaged), "--out", str(tmp_path / "e")]) == 1
+        assert f"{damaged} is not a readable checkpoint" in error_line(capsys)
+    # OUT is a file; --device cuda on a machine without CUDA: said before anything is read.
+    assert main(["test", "stgan", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(garbage)]) == 1
+    assert "is a file, not a folder" in error_line(capsys)
+    if not torch.cuda.is_available():
+        assert main(["test", "patn", "--checkpoint", str(garbage), "--out", str(tmp_path / "e"), "--device", "cuda"]) == 1
+        assert "torch sees no CUDA GPU" in error_line(capsys)
+
+
+def test_pose_tests_refuse_images_too_small_for_ssim(tmp_path):
+    from pydeform.errors import is_user_error
+    from pydeform.train.pose_transfer import pose_rows, test_pose_pairs
+
+    pairs = [{"target": torch.zeros(3, 10, 8)} for _ in range(2)]  # a model trained at 10x8 (PATN allows 8)
+    with pytest.raises(ValueError, match="11x11 window: images of 10x8 pixels are too small") as error:
+        test_pose_pairs(pairs, tmp_path, lambda batch: batch["target"], pose_rows, desc="t", progress=False)
+    assert is_user_error(error.value)
 
 
 def test_a_bug_keeps_its_traceback(data, tmp_path, monkeypatch):

@@ -158,6 +158,19 @@ def test_image_pool_state_and_errors():
     assert b.shape == (4, 2, 2)
 
 
+def test_restored_stores_follow_the_fakes_device():
+    # A resumed run restores the stores on the CPU while its fakes live on the GPU ("meta"
+    # stands in for another device here): the stored images move to the fakes' device.
+    from pydeform.train.common import FakeHistory
+
+    for store, call in ((ImagePool(2), "query"), (FakeHistory(4), "mix")):
+        getattr(store, call)(torch.rand(2, 3, 8, 8))
+        restored = type(store)(store.capacity)
+        restored.load_state_dict(store.state_dict())
+        out = getattr(restored, call)(torch.empty(2, 3, 8, 8, device="meta"))
+        assert out.device.type == "meta" and restored.images.device.type == "meta"
+
+
 # ----------------------------------------------------------------------------- data
 
 
