@@ -10,6 +10,8 @@
 # features unless VGG19=path/to/vgg19.pth is set (nothing is downloaded); on random features
 # its weight is 10, chosen on the validation split (examples/deformgan_nn_probe.py split),
 # and `full-nn0.01` keeps the paper's weight, which belongs with ImageNet features.
+# --norm instance --init normal: the recorded table was trained with per-channel instance norm
+# and N(0, 0.02) weights, the defaults before the authors' (keras) became the default.
 set -euo pipefail
 out=${1:-runs/deformgan-ablation}
 steps=${2:-1000}
@@ -27,7 +29,7 @@ for name in ${VARIANTS:-baseline dsc full full-nn0.01}; do
     # shellcheck disable=SC2086
     pydeform train deformgan --out "$out/$name" ${flags[$name]} --steps "$steps" \
         --ngf 32 --ndf 32 --batch-size 4 --ops pydeform --sample-every 500 --checkpoint-every 100 \
-        --resume "${vgg[@]}"
+        --norm instance --init normal --resume "${vgg[@]}"
     pydeform test deformgan --checkpoint "$out/$name/checkpoint.pt" --out "$out/$name/test" "${detector[@]}"
 done
 python3 - "$out" <<'PY'

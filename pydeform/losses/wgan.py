@@ -17,7 +17,9 @@ from torch import Tensor
 
 __all__ = ["gradient_penalty", "mixed_gradient_penalty", "wgan_discriminator_loss", "wgan_generator_loss"]
 
-GRAD_EPS = 1e-8  # inside the square root, as ST-GAN: keeps the norm differentiable at 0
+# Inside the square root, once: keeps the norm differentiable at 0. ST-GAN adds its 1e-8 to every
+# squared element (reduce_sum(g**2 + 1e-8)), i.e. D * 1e-8; the difference is negligible.
+GRAD_EPS = 1e-8
 
 
 def _check_pair(real: Tensor, fake: Tensor) -> None:

@@ -27,7 +27,15 @@ Architecture (following the authors' code, `conditional_gan.py` of pose-gan):
   logits. (The authors' discriminator used stride 2 throughout; the patch version keeps
   more output positions on small images.)
 
-Weights start from N(0, 0.02) (norm scales N(1, 0.02)), the DCGAN/pix2pix initialisation.
+Norm and initial weights are the authors' by default (`norm="keras"`, `init="keras"`): their
+`InstanceNormalization()` of keras_contrib, called with its default axis=None, normalises each
+sample over all its channels and pixels with one scalar scale and shift (`SampleNorm`), and
+their layers start from Keras's defaults (Glorot-uniform kernels, zero biases, scale 1).
+`norm="instance"` (per-channel instance norm, which the paper's name suggests) and
+`init="normal"` (N(0, 0.02), the DCGAN/pix2pix initialisation) are what this project used
+before (the README's recorded runs say which they used).
+The authors' `gan/train.py` also draws a separate batch for the discriminator's and for the
+generator's update; `pydeform.train.deformgan` uses one batch for both (the pix2pix way).
 """
 from __future__ import annotations
 
@@ -48,6 +56,9 @@ __all__ = [
     "NUM_SKIP_LEVELS",
     "Preset",
     "DeformGANConfig",
+    "SampleNorm",
+    "norm_layer",
+    "init_weights",
     "DeformableGenerator",
     "PatchDiscriminator",
     "build_generator",
@@ -73,7 +84,8 @@ PRESETS: dict[str, Preset] = {
 VARIANTS = ("baseline", "dsc", "full")  # plain U-Net + L1; deformable skips + L1; + NN loss
 OPS = ("reference", "pydeform")  # pure-torch ops, or the fused kernels
 NUM_SKIP_LEVELS = 4  # deformable skips at resolutions H/2^l, l = 0..3
-NORMS = ("instance", "batch")
+NORMS = ("keras", "instance", "batch")  # keras: what the authors' InstanceNormalization() computes
+INITS = ("keras", "normal")  # keras: the authors' (Keras defaults); normal: DCGAN/pix2pix's N(0, 0.02)
 
 
 @dataclass
@@ -83,8 +95,9 @@ class DeformGANConfig(ModelConfig):
     preset: "market" or "fashion"; size / num_blocks / nn_kernel override the preset's
     (tiny runs, other datasets). variant: one of VARIANTS. ngf, ndf: generator and
     discriminator base widths (64 in the paper). d_layers: stride-2 convs of the
-    discriminator (3 = the 70x70 patch). norm: "instance" or "batch". ops: "pydeform" (the
-    fused kernels) or "reference" (pure torch, for comparisons) for the warp and the NN loss.
+    discriminator (3 = the 70x70 patch). norm: one of NORMS (`norm_layer`). init: one of
+    INITS (`init_weights`). ops: "pydeform" (the fused kernels) or "reference" (pure torch,
+    for comparisons) for the warp and the NN loss.
     """
 
     preset: str = option("market", "market: 128x64, 6 levels, NN window 3; fashion: 256x256, 7 levels, NN window 5",
@@ -99,7 +112,13 @@ class DeformGANConfig(ModelConfig):
     ngf: int = option(64, "generator base width (64 in the paper)")
     ndf: int = option(64, "discriminator base width (64 in the paper)")
     d_layers: int = option(3, "stride-2 convs of the discriminator (3: the 70x70 patch)")
-    norm: str = option("instance", "normalisation layers of both networks", choices=NORMS)
+    norm: str = option("keras", "normalisation of both networks. keras: the authors' (keras_contrib "
+                       "InstanceNormalization() with axis=None: each sample over all its channels and pixels, scalar "
+                       "scale and shift); instance: per channel (torch's InstanceNorm2d, affine); batch",
+                       choices=NORMS)  # fmt: skip
+    init: str = option("keras", "initial weights. keras: the authors' (Keras defaults: Glorot-uniform convs, zero "
+                       "biases, norm scale 1); normal: N(0, 0.02), norm scales N(1, 0.02) (DCGAN/pix2pix)",
+                       choices=INITS)  # fmt: skip
     ops: str = option("pydeform", "warp and NN-distance implementation: pydeform's fused kernels, or the pure-torch "
                       "reference (the same function)", choices=OPS, resume="free")  # fmt: skip
 
@@ -112,6 +131,8 @@ class DeformGANConfig(ModelConfig):
             raise ValueError(f"ops must be one of {list(OPS)}, got {self.ops!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {list(NORMS)}, got {self.norm!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
         if self.size is not None:
             self.size = tuple(int(s) for s in self.size)  # JSON round trips give lists
         check_ints(self, ("ngf", "ndf", "d_layers"))
@@ -155,8 +176,30 @@ class DeformGANConfig(ModelConfig):
 # ----------------------------------------------------------------------------- layers
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
-    # Instance norm with a learnt scale and shift, as keras_contrib's InstanceNormalization.
+class SampleNorm(nn.Module):
+    """keras_contrib's `InstanceNormalization()` as the authors' code calls it (default
+    axis=None): each sample is normalised over all its channels and pixels at once,
+    (x - mean) / (std + eps) with the population std and eps 1e-3 added to the std, then one
+    learnt scale and one shift (scalars). Not per-channel instance norm, whatever its name."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(1, x.dim()))
+        mean = x.mean(dims, keepdim=True)
+        std = (x - mean).square().mean(dims, keepdim=True).sqrt()
+        return (x - mean) / (std + self.eps) * self.weight + self.bias
+
+
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """One of NORMS: "keras" (`SampleNorm`, the authors'), "instance" (per channel, with a
+    learnt scale and shift per channel) or "batch"."""
+    if kind == "keras":
+        return SampleNorm()
     return nn.InstanceNorm2d(channels, affine=True) if kind == "instance" else nn.BatchNorm2d(channels)
 
 
@@ -164,7 +207,7 @@ def _down(in_channels: int, out_channels: int, norm: str | None) -> nn.Sequentia
     """LeakyReLU(0.2) -> 4x4 stride-2 conv (-> norm): (B, in, h, w) -> (B, out, h/2, w/2)."""
     layers: list[nn.Module] = [nn.LeakyReLU(0.2), nn.Conv2d(in_channels, out_channels, 4, 2, 1, bias=norm is None)]
     if norm is not None:
-        layers.append(_norm(norm, out_channels))
+        layers.append(norm_layer(norm, out_channels))
     return nn.Sequential(*layers)
 
 
@@ -173,21 +216,31 @@ def _up(in_channels: int, out_channels: int, norm: str, dropout: bool) -> nn.Seq
     layers: list[nn.Module] = [
         nn.ReLU(),
         nn.ConvTranspose2d(in_channels, out_channels, 4, 2, 1, bias=False),
-        _norm(norm, out_channels),
+        norm_layer(norm, out_channels),
     ]
     if dropout:
         layers.append(nn.Dropout(0.5))
     return nn.Sequential(*layers)
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module, kind: str) -> None:
+    """One of INITS. "keras": the authors' Keras defaults, Glorot-uniform conv kernels (for a
+    transposed conv too: its limit sqrt(6 / (fan_in + fan_out)) is symmetric in the two),
+    zero biases, norm scale 1 and shift 0. "normal": N(0, 0.02) kernels, norm scales
+    N(1, 0.02) (DCGAN/pix2pix)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            if kind == "keras":
+                nn.init.xavier_uniform_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)) and m.weight is not None:
-            nn.init.normal_(m.weight, 1.0, 0.02)
+        elif isinstance(m, (SampleNorm, nn.InstanceNorm2d, nn.BatchNorm2d)) and m.weight is not None:
+            if kind == "keras":
+                nn.init.ones_(m.weight)
+            else:
+                nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
 
@@ -232,7 +285,7 @@ class DeformableGenerator(nn.Module):
         size: (H, W), divisible by 2^(num_blocks-1).
         num_blocks: encoder levels n (6 for 128x64, 7 for 256x256).
         ngf: width of level 0 (64).
-        norm: "instance" or "batch".
+        norm: one of NORMS (`norm_layer`). init: one of INITS (`init_weights`).
         deformable: two encoders + deformable skips at levels 0..3 (True), or one encoder
             on concat(source, source pose, target pose) (False, the baseline).
         ops: "pydeform" or "reference", the multi_affine_warp implementation
@@ -244,9 +297,10 @@ class DeformableGenerator(nn.Module):
         size: tuple[int, int] = (128, 64),
         num_blocks: int = 6,
         ngf: int = 64,
-        norm: str = "instance",
+        norm: str = "keras",
         deformable: bool = True,
         ops: str = "pydeform",
+        init: str = "keras",
     ) -> None:
         super().__init__()
         self.size, self.num_blocks, self.deformable = tuple(size), num_blocks, deformable
@@ -267,7 +321,7 @@ class DeformableGenerator(nn.Module):
             self.decoder.append(_up(channels, widths[level + 1], norm, dropout=i < 3))
             channels = widths[level + 1]
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels + skip_widths[0], 3, 3, 1, 1), nn.Tanh())
-        _init_weights(self)
+        init_weights(self, init)
 
     def _check(self, name: str, tensor: Tensor, shape: tuple[int, ...]) -> None:
         if tuple(tensor.shape) != shape:
@@ -330,23 +384,24 @@ class PatchDiscriminator(nn.Module):
         in_channels: channels of the concatenated condition + image (3 + 18 + 3 + 18 = 42).
         ndf: width of the first conv (64); doubles per layer up to 8 ndf.
         d_layers: 4x4 stride-2 convs; then a 4x4 stride-1 conv and the 1-channel 4x4 conv.
-        norm: "instance" or "batch", on all convs but the first and last.
+        norm: one of NORMS, on all convs but the first and last. init: one of INITS.
     """
 
     def __init__(
-        self, in_channels: int = 2 * (3 + NUM_JOINTS), ndf: int = 64, d_layers: int = 3, norm: str = "instance"
-    ) -> None:
+        self, in_channels: int = 2 * (3 + NUM_JOINTS), ndf: int = 64, d_layers: int = 3, norm: str = "keras",
+        init: str = "keras",
+    ) -> None:  # fmt: skip
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, 2, 1)]
         channels = ndf
         for i in range(1, d_layers + 1):
             out = ndf * min(2**i, 8)
             stride = 2 if i < d_layers else 1
-            layers += [nn.LeakyReLU(0.2), nn.Conv2d(channels, out, 4, stride, 1, bias=False), _norm(norm, out)]
+            layers += [nn.LeakyReLU(0.2), nn.Conv2d(channels, out, 4, stride, 1, bias=False), norm_layer(norm, out)]
             channels = out
         layers += [nn.LeakyReLU(0.2), nn.Conv2d(channels, 1, 4, 1, 1)]
         self.net = nn.Sequential(*layers)
-        _init_weights(self)
+        init_weights(self, init)
 
     def forward(self, source: Tensor, source_pose: Tensor, image: Tensor, target_pose: Tensor) -> Tensor:
         """source, image (B, 3, H, W); source_pose, target_pose (B, 18, H, W).
@@ -356,11 +411,10 @@ class PatchDiscriminator(nn.Module):
 
 def build_generator(config: DeformGANConfig) -> DeformableGenerator:
     """The generator a config describes."""
-    return DeformableGenerator(
-        config.image_size, config.blocks, config.ngf, config.norm, deformable=config.deformable, ops=config.ops
-    )
+    return DeformableGenerator(config.image_size, config.blocks, config.ngf, config.norm,
+                               deformable=config.deformable, ops=config.ops, init=config.init)  # fmt: skip
 
 
 def build_discriminator(config: DeformGANConfig) -> PatchDiscriminator:
     """The discriminator a config describes."""
-    return PatchDiscriminator(2 * (3 + NUM_JOINTS), config.ndf, config.d_layers, config.norm)
+    return PatchDiscriminator(2 * (3 + NUM_JOINTS), config.ndf, config.d_layers, config.norm, config.init)

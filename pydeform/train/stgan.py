@@ -11,7 +11,16 @@ Adversarial mode (default), WGAN-GP (`pydeform.losses.wgan`):
   batchSize = 20, `updateHistory` in glasses/data.py). Every generator has its own Adam;
   the critic's Adam runs through all stages.
 Reals are drawn independently of the backgrounds being composited (their own data order),
-as in the unpaired glasses experiment. `paired_reals=True` instead takes each sample's own
+as in the unpaired glasses experiment.
+
+Where this differs from the authors' code (each stage there is a separate process):
+- the history of fakes is one store for the whole run: stage 0's critic updates use it too
+  (train_Donly.py has none) and its fakes carry over into the warp stages, where the authors'
+  start each stage with an empty history; the default capacity is 1000 (their histQsize 10000);
+- in adversarial mode p_init is the data's, fixed per sample (CelebAGlasses draws it from a
+  per-item seed), where train_STGAN.py draws a fresh pertFG N(0, 1) perturbation every
+  iteration; their small similarity jitter of the backgrounds (perturbBG) is not applied.
+The supervised mode's `init_noise` does draw afresh every step. `paired_reals=True` instead takes each sample's own
 real composite (the same background, foreground at p_true; synthetic data): the critic
 still scores every image on its own and the generator never sees p_true, but the real and
 fake halves of a critic batch then share their backgrounds, which lowers the variance of

@@ -15,6 +15,7 @@ from pydeform.models import (
     build_discriminator,
     build_generator,
 )
+from pydeform.models.deformgan import SampleNorm, norm_layer
 from pydeform.nn import DeformableSkip
 from pydeform.ops import reference
 
@@ -73,7 +74,7 @@ def test_paper_widths(preset, blocks, decoder, variant):
         assert convs[0].in_channels == channels and convs[0].kernel_size == (3, 3) and convs[0].stride == (1, 1)
         assert all(c.kernel_size == (4, 4) and c.stride == (2, 2) for c in convs[1:])
         # Norm in every stride-2 block but the last (as the authors' encoder).
-        has_norm = [isinstance(block[-1], nn.InstanceNorm2d) for block in encoder.blocks]
+        has_norm = [isinstance(block[-1], SampleNorm) for block in encoder.blocks]  # the authors' (default)
         assert has_norm == [True] * (blocks - 2) + [False]
     assert [block[1].out_channels for block in G.decoder] == decoder
     assert [any(isinstance(m, nn.Dropout) for m in block) for block in G.decoder] == [True] * 3 + [False] * (blocks - 4)
@@ -215,6 +216,8 @@ def test_fused_warp_generator_matches_reference():
     (dict(size=(64, 32), num_blocks=4), "num_blocks"),
     (dict(size=(32, 16), num_blocks=5), "too small"),
     (dict(nn_kernel=4), "odd"),
+    (dict(norm="layer"), "norm"),
+    (dict(init="kaiming"), "init"),
 ])  # fmt: skip
 def test_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -226,6 +229,38 @@ def test_config_round_trip():
     assert DeformGANConfig.from_dict(config.to_dict()) == config
     assert (config.blocks, config.kernel, config.image_size) == (7, 5, (64, 64))
     assert DeformGANConfig().kernel == 3
+
+
+def test_sample_norm_is_keras_contribs_instance_normalization_with_axis_none():
+    # keras_contrib InstanceNormalization(axis=None): reduction over every axis but the batch,
+    # (x - mean) / (K.std(x) + epsilon) * gamma + beta with scalar gamma, beta and epsilon 1e-3.
+    x = torch.randn(3, 5, 4, 6, dtype=torch.float64) * 3 + 2
+    norm = SampleNorm().double()
+    with torch.no_grad():
+        norm.weight.fill_(1.7), norm.bias.fill_(-0.4)
+    a = x.numpy().reshape(3, -1)
+    want = (a - a.mean(1, keepdims=True)) / (a.std(1, keepdims=True) + 1e-3) * 1.7 - 0.4
+    torch.testing.assert_close(norm(x), torch.from_numpy(want.reshape(x.shape)))
+    assert [p.shape for p in norm.parameters()] == [(1,), (1,)]
+    assert torch.autograd.gradcheck(SampleNorm().double(), (x.requires_grad_(),))
+    assert isinstance(norm_layer("instance", 5), nn.InstanceNorm2d) and isinstance(norm_layer("batch", 5), nn.BatchNorm2d)
+
+
+def test_keras_and_normal_initialisation():
+    torch.manual_seed(0)
+    keras = build_generator(DeformGANConfig(**TINY))
+    normal = build_generator(DeformGANConfig(**TINY, norm="instance", init="normal"))
+    for conv in (m for m in keras.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))):
+        w = conv.weight
+        fan_in, fan_out = w.shape[1] * w[0, 0].numel(), w.shape[0] * w[0, 0].numel()
+        limit = math.sqrt(6 / (fan_in + fan_out))  # Glorot uniform (symmetric in the two fans)
+        assert w.abs().max() <= limit and w.abs().max() > 0.9 * limit
+        assert conv.bias is None or not conv.bias.any()
+    assert all(bool((m.weight == 1).all()) for m in keras.modules() if isinstance(m, SampleNorm))
+    convs = torch.cat([m.weight.flatten() for m in normal.modules() if isinstance(m, nn.Conv2d)])
+    assert abs(convs.std().item() - 0.02) < 0.002
+    scales = torch.cat([m.weight for m in normal.modules() if isinstance(m, nn.InstanceNorm2d)])
+    assert abs(scales.mean().item() - 1) < 0.01 and 0.01 < scales.std().item() < 0.03
 
 
 # ----------------------------------------------------------------------------- losses
