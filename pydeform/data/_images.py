@@ -11,7 +11,7 @@ from os import PathLike
 import numpy as np
 from PIL import Image
 
-__all__ = ["read_image", "image_size", "has_alpha", "size_at_least"]
+__all__ = ["read_image", "read_rgb", "to_rgb", "image_size", "has_alpha", "size_at_least"]
 
 # What PIL raises for unreadable data: OSError (truncated, unidentified), SyntaxError (some
 # broken headers), ValueError / struct errors (bad fields), DecompressionBombError.
@@ -36,6 +36,21 @@ def read_image(path: str | PathLike) -> Image.Image:
         raise FileNotFoundError(f"{path}: image file not found") from None
     except _DECODE_ERRORS as exc:
         raise _error(path, exc) from exc
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB. A 16-bit greyscale image (PIL modes "I;16*", or "I" as 16-bit PNGs open) is
+    scaled to 8 bits first: PIL's convert("RGB") clips it at 255, so a mid-grey 16-bit pixel
+    would come out white."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
+def read_rgb(path: str | PathLike) -> Image.Image:
+    """`read_image` as 8-bit RGB (`to_rgb`)."""
+    return to_rgb(read_image(path))
 
 
 def image_size(path: str | PathLike) -> tuple[int, int]:

@@ -40,6 +40,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pydeform.data._images import read_rgb
+
 __all__ = ["CUBRecord", "read_cub", "CUBObjects", "augment", "object_crop", "centre_object", "OBJECT_LOAD", "OBJECT_SIZE", "SCENE_LOAD", "SCENE_SIZE"]
 
 OBJECT_SIZE, OBJECT_LOAD = 128, 152  # 152 = int(128 * 76 / 64)
@@ -58,7 +60,7 @@ def _lines(path: Path, fields: int) -> list[tuple[int, list[str], int]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (a CUB-layout folder holds images.txt, bounding_boxes.txt and images/)")
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -83,8 +85,8 @@ def read_cub(root: str | os.PathLike) -> list[CUBRecord]:
             x, y, w, h = (float(v) for v in parts)
         except ValueError:
             raise ValueError(f"{box_file}, line {number}: the box {' '.join(parts)!r} is not 4 numbers") from None
-        if not (w >= 0 and h >= 0):
-            raise ValueError(f"{box_file}, line {number}: negative box size {w} x {h}")
+        if not (w > 0 and h > 0):
+            raise ValueError(f"{box_file}, line {number}: the box size {w} x {h} is not positive")
         boxes[ident] = (x, y, w, h)
     split: dict[int, bool] = {}
     split_file = root / "train_test_split.txt"
@@ -157,10 +159,13 @@ class CUBObjects(Dataset):
         record = self.records[index]
         path = self.root / "images" / record.path
         try:
-            image = Image.open(path).convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise OSError(f"cannot read {path} (images.txt id {record.id}): {exc}") from exc
+            image = read_rgb(path)
+        except OSError as exc:
+            raise OSError(f"{exc} (images.txt id {record.id})") from exc
         x, y, w, h = record.box
+        if not (x < image.width and y < image.height and x + w > 0 and y + h > 0 and max(w, h) * 0.75 >= 1):
+            raise ValueError(f"{path} (images.txt id {record.id}): the box {x} {y} {w} {h} of bounding_boxes.txt "
+                             f"is smaller than 2 pixels or outside the {image.width}x{image.height} image")  # fmt: skip
         obj = object_crop(image, record.box)
         scene, scale, ox, oy = _square(image, SCENE_LOAD)
         box = torch.tensor([x * scale - ox, y * scale - oy, (x + w) * scale - ox, (y + h) * scale - oy])

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pydeform.data._images import image_size, read_image
+from pydeform.data._images import image_size, read_rgb
 
 __all__ = ["flat_name", "read_name_list", "read_partition", "convert_inshop", "InshopReport", "CROP_COLUMNS"]
 
@@ -240,7 +240,7 @@ def convert_inshop(
     left, right = CROP_COLUMNS
     for source, target in tqdm(jobs, desc="deepfashion-inshop", unit="img", disable=not progress):
         if crop:
-            image = read_image(source).convert("RGB").crop((left, 0, right, INSHOP_SIZE[0]))
+            image = read_rgb(source).crop((left, 0, right, INSHOP_SIZE[0]))
             image.save(target, quality=jpeg_quality)  # format from the extension (.jpg: JPEG)
         else:
             shutil.copyfile(source, target)

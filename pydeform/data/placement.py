@@ -20,7 +20,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from pydeform.data._images import has_alpha, read_image
+from pydeform.data._images import has_alpha, read_image, to_rgb
 from pydeform.data.synth_placement import CSV_HEADER, PERTURBATION_STD
 
 __all__ = ["Placement", "CelebAGlasses", "CELEBA_CROP", "CELEBA_IMAGE_SIZE"]
@@ -288,7 +288,7 @@ class CelebAGlasses(Dataset):
             raise ValueError(f"{path}: image of size {(image.height, image.width)}, expected the aligned CelebA "
                              f"size {CELEBA_IMAGE_SIZE}")
         top, bottom, left, right = CELEBA_CROP
-        face = image.convert("RGB").crop((left, top, right, bottom))
+        face = to_rgb(image).crop((left, top, right, bottom))
         if self.size != bottom - top:
             face = face.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return _to_tensor(face)

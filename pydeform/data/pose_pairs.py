@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pydeform.data._images import image_size as _image_size
-from pydeform.data._images import read_image
+from pydeform.data._images import read_image, to_rgb
 from pydeform.metrics.image import body_mask
 from pydeform.pose import JOINT_NAMES, Keypoints, at_resolution, heatmaps, part_transforms
 from pydeform.pose.keypoints import _check_size, _read_annotations
@@ -167,7 +167,7 @@ class PosePairs(Dataset):
         if (loaded.height, loaded.width) != self.native_size:
             raise ValueError(f"{path}: image of size {(loaded.height, loaded.width)}, but the dataset's images "
                              f"are {self.native_size} (the size of {self.image_dir / self.pairs[0][0]})")
-        rgb = loaded.convert("RGB")
+        rgb = to_rgb(loaded)
         if self.image_size != self.native_size:
             rgb = rgb.resize(self.image_size[::-1], Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1)

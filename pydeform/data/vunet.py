@@ -29,6 +29,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from pydeform.data._images import image_size, read_rgb
 from pydeform.pose.keypoints import JOINT, NUM_JOINTS, read_annotations
 from pydeform.pose.render import vunet_stickman
 from pydeform.pose.vunet_parts import part_homographies
@@ -116,10 +117,9 @@ def _has_required(xy: np.ndarray) -> bool:
 
 
 def _load_square(path: Path, size: int) -> tuple[Tensor, tuple[int, int]]:
-    """Image -> ((3, size, size) float32 in [-1, 1], native (H, W))."""
-    with Image.open(path) as loaded:
-        native = (loaded.height, loaded.width)
-        rgb = loaded.convert("RGB")
+    """Image -> ((3, size, size) float32 in [-1, 1], native (H, W)); errors name the file."""
+    rgb = read_rgb(path)
+    native = (rgb.height, rgb.width)
     if native != (size, size):
         rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32).copy()).permute(2, 0, 1)
@@ -136,8 +136,11 @@ class _Images(Dataset):
     size: int
     box_factor: int
 
-    def _item(self, path: Path, xy: np.ndarray) -> dict[str, Any]:
-        image, _ = _load_square(path, self.size)
+    def _item(self, path: Path, xy: np.ndarray, native: tuple[int, int] | None = None) -> dict[str, Any]:
+        image, size = _load_square(path, self.size)
+        if native is not None and size != native:  # the keypoints were scaled from `native`
+            raise ValueError(f"{path}: image of size {size}, but the folder's images are {native} (the size of its "
+                             "first image)")  # fmt: skip
         return {"image": image, **_inputs(xy, self.size, self.box_factor), "name": path.name}
 
 
@@ -200,15 +203,14 @@ class PoseImages(_Images):
         self.names = sorted(n for n, kp in annotations.items() if n in present and _has_required(kp.xy))
         if not self.names:
             raise ValueError(f"{annotation}: no image with both shoulders and hips in {self.image_dir}")
-        with Image.open(self.image_dir / self.names[0]) as first:
-            self.native = (first.height, first.width)
+        self.native = image_size(self.image_dir / self.names[0])
         self.keypoints = np.stack([_scaled(annotations[n].xy, self.native, self.size) for n in self.names])
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self._item(self.image_dir / self.names[i], self.keypoints[i])
+        return self._item(self.image_dir / self.names[i], self.keypoints[i], self.native)
 
 
 class PoseTransfers(Dataset):

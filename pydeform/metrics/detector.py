@@ -28,6 +28,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from pydeform.data._images import to_rgb
 from pydeform.metrics.keypoints import keypoint_error, pckh
 from pydeform.nets.weights import load_state_file
 from pydeform.pose.keypoints import NUM_JOINTS, read_annotations
@@ -99,7 +100,7 @@ class KeypointImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         with Image.open(self.folder / self.names[i]) as image:
-            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+            pixels = np.asarray(to_rgb(image), dtype=np.float32)
         return (torch.from_numpy(pixels.copy()).permute(2, 0, 1) / 127.5 - 1,
                 torch.from_numpy(self.annotations[self.names[i]].xy.astype(np.float32)))  # fmt: skip
 

@@ -19,6 +19,7 @@ from PIL import Image
 from torch import Tensor
 from tqdm import tqdm
 
+from pydeform.data._images import to_rgb
 from pydeform.metrics.distribution import FeatureStats, feature_stats
 from pydeform.nets.inception import InceptionV3FID
 from pydeform.nets.weights import file_sha256
@@ -44,7 +45,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def read_image(path: Path) -> Tensor:
     """-> (3, H, W) uint8 RGB."""
     with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))
+        array = np.asarray(to_rgb(image))
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 

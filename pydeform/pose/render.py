@@ -230,7 +230,10 @@ def _vunet_stickman_one(xy: np.ndarray, height: int, width: int) -> np.ndarray:
     # The neck: the shoulders' midpoint to the nose, tested after truncation as the original did.
     neck = np.trunc(0.5 * (xy[JOINT["Rsho"]] + xy[JOINT["Lsho"]]))
     nose = ixy[JOINT["nose"]].astype(np.float64)
-    if np.isfinite(neck).all() and neck.min() >= 0 and nose.min() >= 0:
+    # Both shoulders must be present: with -1 for a missing joint the midpoint of one present
+    # shoulder and a missing one is still >= 0 (the original's missing joints were far negative).
+    shoulders = present[JOINT["Rsho"]] and present[JOINT["Lsho"]]
+    if shoulders and np.isfinite(neck).all() and neck.min() >= 0 and nose.min() >= 0:
         for channel in (0, 1):
             _thick_line(channels[channel], neck, nose, 127, thickness)
     if present[JOINT["nose"]] and present[JOINT["Reye"]] and present[JOINT["Leye"]]:

@@ -42,6 +42,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from pydeform.data._images import read_rgb
 from pydeform.data.cub import CUBObjects, augment, centre_object
 from pydeform.errors import user_errors
 from pydeform.losses.codes import code_cross_entropy
@@ -383,7 +384,7 @@ def load_mixer(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 def load_image(path: str | Path) -> Tensor:
     """An image file -> (1, 3, 128, 128) in [-1, 1] (eval.py: Resize((128, 128)))."""
     try:
-        image = Image.open(path).convert("RGB").resize((128, 128), Image.BILINEAR)
+        image = read_rgb(path).resize((128, 128), Image.BILINEAR)
     except (OSError, ValueError) as exc:
         raise OSError(f"cannot read the image {path}: {exc}") from exc
     return torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
@@ -415,7 +416,7 @@ def _mask_crops(root: Path, records: list, indices: list[int]) -> Tensor | None:
         path = root / "masks" / records[i].path
         if not path.is_file():
             return None
-        crop = object_crop(Image.open(path).convert("RGB"), records[i].box)
+        crop = object_crop(read_rgb(path), records[i].box)
         masks.append(torch.from_numpy(np.asarray(crop, np.float32)[..., 0] >= 128))
     return centre_object(torch.stack(masks)[:, None])[:, 0]
 

@@ -82,6 +82,19 @@ def test_reader_errors_name_file_and_line(tmp_path):
     _write(tmp_path / "g", "1 missing.png\n", "1 0 0 1 1\n")
     with pytest.raises(OSError, match="missing.png"):
         CUBObjects(tmp_path / "g", "all")[0]
+    _write(tmp_path / "h", "1 a.png\n", "1 3 3 0 5\n")
+    with pytest.raises(ValueError, match=r"bounding_boxes.txt, line 1: the box size 0.0 x 5.0 is not positive"):
+        read_cub(tmp_path / "h")
+    # A box too small to crop, or outside the image: the error names the file and the id.
+    for name, box in (("i", "1 60 30 1 1"), ("j", "1 500 10 20 20")):
+        _write(tmp_path / name, "1 a.png\n", box + "\n")
+        (tmp_path / name / "images").mkdir()
+        Image.new("RGB", (64, 48)).save(tmp_path / name / "images" / "a.png")
+        with pytest.raises(ValueError, match=r"a.png \(images.txt id 1\): the box .* 64x48 image"):
+            CUBObjects(tmp_path / name, "all")[0]
+    # A byte-order mark at the start of a file (Windows editors) is not part of the first id.
+    _write(tmp_path / "k", "\ufeff1 a.png\n", "\ufeff1 0 0 4 4\n")
+    assert read_cub(tmp_path / "k")[0].id == 1
     with pytest.raises(ValueError, match="split"):
         CUBObjects(tmp_path / "g", "val")
 

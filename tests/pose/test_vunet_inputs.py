@@ -63,6 +63,9 @@ def test_stickman_missing_joint_rules():
     assert no_eye[0, 6, 30] == -1  # the eye lines need the nose and both eyes
     no_nose = vunet_stickman(pose(nose=None), (64, 64)).numpy()
     assert no_nose[0, 12, 32] == -1
+    # No neck without both shoulders: the original's missing joints are far negative, and so is
+    # the midpoint of a missing and a present shoulder (with -1 for missing it would not be).
+    assert (vunet_stickman(pose(Rsho=None), (64, 64)).numpy()[:2] != V127).all()
     no_hip = vunet_stickman(pose(Rhip=None), (64, 64)).numpy()
     assert (no_hip[2] == -1).all() and no_hip[0, 47, 26] == 1  # no torso; the shin stays
     batch = vunet_stickman(torch.tensor(np.stack([pose(), pose(Leye=None)])), (64, 64), dtype=torch.float64)
@@ -104,7 +107,7 @@ def test_stickman_against_opencv():
             xy = pose() * size / 64 + rng.normal(0, size / 40, (18, 2))
             xy[rng.random(18) < 0.1] = -1
             ours = np.round((vunet_stickman(xy, (size, size)).numpy() + 1) * 127.5).astype(np.uint8)
-            theirs = _opencv_stickman(cv2, xy, size)
+            theirs = _opencv_stickman(cv2, np.where(xy == -1, -size, xy), size)  # the original's missing joints
             differing += (ours != theirs).sum()
             total += ours.size
         assert differing / total < 0.003, (size, differing / total)  # boundary pixels of thick lines
