@@ -58,23 +58,32 @@ PEAKS_CHILD = "PYDEFORM_BENCH_PEAKS"  # set in the child: where it writes the CP
 _cpu_peaks: dict[tuple[str, str], float] = {}  # (case, impl) -> MB, from the child
 
 
-def parse_args(description: str) -> argparse.Namespace:
+_LOAD_BEFORE: list[tuple[float, float, float]] = []  # the load average before the peak-memory child ran
+
+
+def parse_args(description: str, flags: dict[str, str] | None = None) -> argparse.Namespace:
+    """The shared options, plus a script's own on/off `flags` {"--flag": help}, which the
+    peak-memory child gets too (so that it measures the same cases)."""
+    _LOAD_BEFORE.append(os.getloadavg())
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all", help="'all': cpu, and cuda when present")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (median reported)")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    for flag, text in (flags or {}).items():
+        parser.add_argument(flag, action="store_true", help=text)
     args = parser.parse_args()
     if PEAKS_CHILD not in os.environ and any(d.type == "cpu" for d in devices(args.device)):
-        _cpu_peaks.update(_measure_cpu_peaks_in_child())
+        chosen = [flag for flag in flags or {} if getattr(args, flag.lstrip("-").replace("-", "_"))]
+        _cpu_peaks.update(_measure_cpu_peaks_in_child(chosen))
     return args
 
 
-def _measure_cpu_peaks_in_child() -> dict[tuple[str, str], float]:
+def _measure_cpu_peaks_in_child(flags: list[str]) -> dict[tuple[str, str], float]:
     print("measuring CPU peak memory in a child process ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "peaks.json")
-        done = subprocess.run([sys.executable, sys.argv[0], "--device", "cpu", "--repeats", "1"],
+        done = subprocess.run([sys.executable, sys.argv[0], "--device", "cpu", "--repeats", "1", *flags],
                               env={**os.environ, PEAKS_CHILD: path}, capture_output=True, text=True)  # fmt: skip
         if done.returncode != 0:
             sys.exit(f"the peak-memory child failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -180,7 +189,7 @@ class Session:
 
     def __init__(self) -> None:
         self.cores = os.cpu_count() or 1
-        self.load_start = os.getloadavg()
+        self.load_start = _LOAD_BEFORE[0] if _LOAD_BEFORE else os.getloadavg()  # before the peak-memory child
         self.machines: dict[str, Machine] = {}
         print(f"load average (1, 5, 15 min) {self.load_start}, {torch.get_num_threads()} threads, {self.cores} cores",
               flush=True)  # fmt: skip

@@ -104,10 +104,8 @@ def impls_for(x: torch.Tensor, theta: torch.Tensor, masks: torch.Tensor, mask_gr
 
 
 def main() -> None:
-    mask_grad = "--mask-grad" in sys.argv
-    if mask_grad:
-        sys.argv.remove("--mask-grad")  # the shared parser knows only the shared options
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], {"--mask-grad": "also the gradient to the masks"})
+    mask_grad = args.mask_grad
     session, records, checks = Session(), [], []
     print(f"K = {PARTS}; gradients to x and theta" + (" and masks" if mask_grad else " (masks from the data: none)"))
     for device in devices(args.device):

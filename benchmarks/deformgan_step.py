@@ -53,7 +53,9 @@ def pose_batch(preset: str, batch_size: int, device: torch.device) -> dict[str, 
 
 
 def impl_for(ops: str, preset: str, batch: dict[str, torch.Tensor], device: torch.device) -> Impl:
-    config = TrainConfig(model=DeformGANConfig(preset=preset, variant="full", ops=ops), random_vgg=True, device=device.type)
+    # norm/init of the recorded figures (the defaults before the authors' keras norm and init)
+    model = DeformGANConfig(preset=preset, variant="full", ops=ops, norm="instance", init="normal")
+    config = TrainConfig(model=model, random_vgg=True, device=device.type)
     networks = DeformGANRecipe(config)
     seed_everything(config.seed)  # the same weights for both
     networks.build(Run(config, DistInfo(0, 1, 0, device)), None)
