@@ -111,39 +111,53 @@ __global__ void backward_x(const T* __restrict__ grad_dist, const T* __restrict_
 }
 
 // grad_y: one thread per y pixel gathers from the x pixels whose minimiser it is, so each
-// output element has one writer (deterministic, no atomics). Matches are found 32 offsets
-// at a time as a bit mask, then summed over channels.
+// output element has one writer (deterministic, no atomics). Only the offsets that fit in the
+// image are visited ((2 ri + 1) x (2 rj + 1) of the n x n, as in the forward), in increasing
+// index order, 32 at a time as a bit mask of matches. Each channel's sum stays in A (float32
+// for half types, as the contract asks) until it is stored once.
 template <typename T, int P>
 __global__ void backward_y(const T* __restrict__ grad_dist, const T* __restrict__ x, const T* __restrict__ y,
                            const int64_t* __restrict__ index, T* __restrict__ grad_y, int64_t B, int64_t C,
                            int64_t H, int64_t W, int64_t n) {
   using A = acc_t<T>;
-  const int64_t total = B * H * W, nn = n * n;
+  const int64_t r = n / 2, ri = r < H - 1 ? r : H - 1, rj = r < W - 1 ? r : W - 1;
+  const int64_t nj = 2 * rj + 1, nv = (2 * ri + 1) * nj, total = B * H * W;
   for (int64_t pix = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; pix < total;
        pix += int64_t(gridDim.x) * blockDim.x) {
     const int64_t b = pix / (H * W), k = (pix / W) % H, l = pix % W;
-    bool written = false;
-    for (int64_t q0 = 0; q0 < nn; q0 += 32) {
+    // Bit t: visited offset v0 + t (di = v / nj - ri, dj = v % nj - rj) is the minimiser of
+    // the x pixel (k - di, l - dj), i.e. that pixel picked (k, l).
+    auto group_hits = [&](int64_t v0) {
       uint32_t hits = 0;
-      for (int t = 0; t < 32 && q0 + t < nn; ++t) {
-        const NNOffset o = nn_offset(q0 + t, n);
-        const int64_t si = k - o.di, sj = l - o.dj;  // the x pixel that would pick (k, l) via q
-        if (nn_inside(si, sj, H, W) && index[(b * H + si) * W + sj] == q0 + t) hits |= 1u << t;
+      for (int t = 0; t < 32 && v0 + t < nv; ++t) {
+        const int64_t v = v0 + t, di = v / nj - ri, dj = v % nj - rj, si = k - di, sj = l - dj;
+        if (nn_inside(si, sj, H, W) && index[(b * H + si) * W + sj] == (di + r) * n + dj + r) hits |= 1u << t;
       }
-      if (!hits && (written || q0 + 32 < nn)) continue;
+      return hits;
+    };
+    auto gather = [&](uint32_t hits, int64_t v0, int64_t plane, A yv, A& sum) {
+      for (uint32_t m = hits; m; m &= m - 1) {
+        const int64_t v = v0 + __ffs(m) - 1, di = v / nj - ri, dj = v % nj - rj;
+        const int64_t src = (b * H + k - di) * W + l - dj;
+        sum -= load(grad_dist + src) * nn_cost_grad<P>(load(x + plane + (k - di) * W + l - dj) - yv);
+      }
+    };
+    if (nv <= 32) {  // one group (n <= 5, or a small image): its matches serve every channel
+      const uint32_t hits = group_hits(0);
+      for (int64_t c = 0; c < C; ++c) {
+        const int64_t plane = (b * C + c) * H * W;
+        A sum = A(0);
+        gather(hits, 0, plane, A(load(y + plane + k * W + l)), sum);
+        store(grad_y + plane + k * W + l, sum);
+      }
+    } else {  // several groups: the matches again per channel, so that the sum stays in A
       for (int64_t c = 0; c < C; ++c) {
         const int64_t plane = (b * C + c) * H * W;
         const A yv = load(y + plane + k * W + l);
-        A v = written ? load(grad_y + plane + k * W + l) : A(0);
-        for (uint32_t m = hits; m; m &= m - 1) {
-          const int t = __ffs(m) - 1;
-          const NNOffset o = nn_offset(q0 + t, n);
-          const int64_t src = (b * H + k - o.di) * W + l - o.dj;
-          v -= load(grad_dist + src) * nn_cost_grad<P>(load(x + plane + (k - o.di) * W + l - o.dj) - yv);
-        }
-        store(grad_y + plane + k * W + l, v);
+        A sum = A(0);
+        for (int64_t v0 = 0; v0 < nv; v0 += 32) gather(group_hits(v0), v0, plane, yv, sum);
+        store(grad_y + plane + k * W + l, sum);
       }
-      written = true;
     }
   }
 }

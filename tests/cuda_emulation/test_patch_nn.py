@@ -67,3 +67,20 @@ def test_launch_counters(emu):
     after = emu.counters()
     assert after["launches"] - before["launches"] == 1
     assert after["blocks"] - before["blocks"] == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("dtype, eps", [(torch.bfloat16, 2.0**-9), (torch.float16, 2.0**-12)], ids=str)
+def test_grad_y_sums_in_float32_across_offset_groups(emu, dtype, eps):
+    # n = 65 on a 1 x 40 row: 65 visited offsets, three groups of 32. Every x pixel picks y pixel
+    # 20, with x > y so each adds -grad_dist. Group 0 (x pixels 21..39) sums 1 + eps, which the
+    # half type cannot hold; group 1 adds -1. In float32 the sum is eps; rounded between the
+    # groups (the contract forbids it) it would be 0.
+    W, n, target = 40, 65, 20
+    x, y = torch.full((1, 1, 1, W), 2.0).to(dtype), torch.zeros(1, 1, 1, W).to(dtype)
+    r = n // 2
+    index = torch.tensor([[[r * n + (target - j + r) for j in range(W)]]])  # di = 0, dj = target - j
+    grad_dist = torch.zeros(1, 1, W)
+    grad_dist[0, 0, 39], grad_dist[0, 0, 38], grad_dist[0, 0, target] = 1.0, eps, -1.0
+    _, grad_y = patch_nn_backward(emu, grad_dist.to(dtype), x, y, index, n, 1)
+    assert grad_y[0, 0, 0, target].item() == -eps
+    assert torch.count_nonzero(grad_y) == 1
