@@ -9,7 +9,7 @@
 # minutes per variant on an idle 2-core CPU. The full variant's NN loss uses random VGG19
 # features unless VGG19=path/to/vgg19.pth is set (nothing is downloaded); on random features
 # its weight is 10, chosen on the validation split (examples/deformgan_nn_probe.py split),
-# and `full-nn0.01` keeps the paper's weight, which belongs with ImageNet features.
+# and `full-nn0.01` keeps the paper's weight, which belongs with ImageNet-trained features.
 # --norm instance --init normal: the recorded table was trained with per-channel instance norm
 # and N(0, 0.02) weights, the defaults before the authors' (keras) became the default.
 set -euo pipefail

@@ -58,11 +58,7 @@ class _ReferenceNNLoss(NNLoss):
     def forward(self, generated: Tensor, real: Tensor) -> Tensor:
         from pydeform.ops.reference import patch_nn_distance
 
-        if generated.shape != real.shape:
-            raise ValueError(f"generated {tuple(generated.shape)} and real {tuple(real.shape)} must match")
-        fake_features = self.features(generated)["relu1_2"]
-        real_features = self.features(real.detach())["relu1_2"]
-        return patch_nn_distance(fake_features, real_features, self.kernel_size, self.p)[0].mean()
+        return patch_nn_distance(*self.feature_pair(generated, real), self.kernel_size, self.p)[0].mean()
 
 
 class DeformGANLoss(nn.Module):
@@ -73,6 +69,7 @@ class DeformGANLoss(nn.Module):
         nn_kernel: the NN loss's window n (3 Market-1501, 5 DeepFashion).
         vgg_weights: torchvision vgg19 state dict for the NN loss ("full" only).
         random_vgg: accept random VGG features instead ("full" only; smoke runs).
+        vgg_preprocessing: "imagenet" (torchvision's weights) or "caffe" (`NNLoss`).
         l1_weight, nn_weight, gan_weight: the terms' weights (100, 0.01, 1).
         ops: "pydeform" or "reference", the patch_nn_distance implementation.
     """
@@ -87,6 +84,7 @@ class DeformGANLoss(nn.Module):
         nn_weight: float = 0.01,
         gan_weight: float = 1.0,
         ops: str = "pydeform",
+        vgg_preprocessing: str = "imagenet",
     ) -> None:
         super().__init__()
         if variant not in ("baseline", "dsc", "full"):
@@ -96,7 +94,8 @@ class DeformGANLoss(nn.Module):
         self.variant, self.gan_weight = variant, gan_weight
         if variant == "full":
             loss_class = _ReferenceNNLoss if ops == "reference" else NNLoss
-            self.nn_loss: nn.Module | None = loss_class(nn_kernel, 1, vgg_weights, random_vgg)
+            self.nn_loss: nn.Module | None = loss_class(nn_kernel, 1, vgg_weights, random_vgg,
+                                                        preprocessing=vgg_preprocessing)  # fmt: skip
             self.content_name, self.content_weight = "nn", nn_weight
         else:
             self.nn_loss = None

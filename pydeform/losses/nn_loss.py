@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import Tensor, nn
 
 from pydeform.nets.vgg import VGG19Features
@@ -22,6 +23,13 @@ class NNLoss(nn.Module):
         random_vgg: use randomly initialised VGG features (tests and smoke runs only: the
             loss then compares random filter responses, not the paper's features).
         input_range: range of the images (the generator's tanh gives (-1, 1)).
+        preprocessing: "imagenet" for torchvision's weights, or "caffe" (BGR, 0..255 minus the
+            mean pixel) for Keras/Caffe weights: the authors' input (`content_features_model`
+            in pose-gan's gan/layer_utils.py), on which the paper's weight 0.01 was set. (They
+            subtract the BGR mean before flipping RGB to BGR, so R and B get each other's
+            mean; pydeform uses Keras's own order.)
+    On the CPU, features that autocast made bfloat16/float16 are compared in float32 (the CPU
+    kernels are float32/float64).
     """
 
     def __init__(
@@ -31,6 +39,7 @@ class NNLoss(nn.Module):
         vgg_weights: str | os.PathLike | None = None,
         random_vgg: bool = False,
         input_range: tuple[float, float] = (-1.0, 1.0),
+        preprocessing: str = "imagenet",
     ) -> None:
         super().__init__()
         if vgg_weights is None and not random_vgg:
@@ -39,12 +48,18 @@ class NNLoss(nn.Module):
                 "or random_vgg=True to run on random features"
             )
         self.kernel_size, self.p = kernel_size, p
-        self.features = VGG19Features(vgg_weights, ("relu1_2",), random_weights=random_vgg, input_range=input_range)
+        self.features = VGG19Features(vgg_weights, ("relu1_2",), random_weights=random_vgg, input_range=input_range,
+                                      preprocessing=preprocessing)  # fmt: skip
+
+    def feature_pair(self, generated: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+        """relu1_2 of (generated, real), the real one without gradient."""
+        if generated.shape != real.shape:
+            raise ValueError(f"generated {tuple(generated.shape)} and real {tuple(real.shape)} must match")
+        fake, target = self.features(generated)["relu1_2"], self.features(real.detach())["relu1_2"]
+        if fake.device.type == "cpu" and fake.dtype not in (torch.float32, torch.float64):
+            fake, target = fake.float(), target.float()
+        return fake, target
 
     def forward(self, generated: Tensor, real: Tensor) -> Tensor:
         """generated, real: (B, 3, H, W). Returns a scalar; gradients flow to `generated`."""
-        if generated.shape != real.shape:
-            raise ValueError(f"generated {tuple(generated.shape)} and real {tuple(real.shape)} must match")
-        fake_features = self.features(generated)["relu1_2"]
-        real_features = self.features(real.detach())["relu1_2"]
-        return patch_nn_distance(fake_features, real_features, self.kernel_size, self.p)[0].mean()
+        return patch_nn_distance(*self.feature_pair(generated, real), self.kernel_size, self.p)[0].mean()

@@ -109,6 +109,8 @@ def mixed_gradient_penalty(
         if r.shape != f.shape:
             raise ValueError(f"input {j}: real {tuple(r.shape)} and fake {tuple(f.shape)} differ")
         alpha = torch.rand(r.shape[0], device=r.device, dtype=r.dtype) if alphas is None else alphas[j]
+        if alpha.shape != (r.shape[0],):
+            raise ValueError(f"alphas[{j}] must have shape ({r.shape[0]},), one per sample, got {tuple(alpha.shape)}")
         alpha = alpha.view(-1, *([1] * (r.dim() - 1)))
         inputs.append((alpha * r.detach() + (1 - alpha) * f.detach()).requires_grad_(True))
     outputs = critic(*inputs)

@@ -86,6 +86,10 @@ class TrainConfig(RunConfig):
                                group="vgg", resume="free")  # fmt: skip
     random_vgg: bool = option(False, "NN loss on random VGG19 features (smoke runs only, not the paper's loss)",
                               group="vgg")  # fmt: skip
+    vgg_preprocessing: str = option("imagenet", "input of the NN loss's VGG19: imagenet for torchvision's vgg19 file; "
+                                    "caffe (BGR, 0..255 minus the mean pixel) for Keras/Caffe weights in torchvision's "
+                                    "key layout: the authors' features, for which the paper's --nn-weight 0.01 was "
+                                    "set", choices=("imagenet", "caffe"))  # fmt: skip
     lr: float = option(2e-4, "Adam learning rate of the generator and the discriminator (> 0)", resume="apply")
     betas: tuple[float, float] = option((0.5, 0.999), "Adam betas", parse="floats")
     l1_weight: float = option(100.0, "weight of the L1 loss (variants baseline, dsc)", resume="apply")
@@ -230,6 +234,7 @@ class DeformGANRecipe(Recipe):
         self.loss_fn = DeformGANLoss(
             config.model.variant, config.model.kernel, config.vgg19, config.random_vgg,
             l1_weight=config.l1_weight, nn_weight=config.nn_weight, ops=config.model.ops,
+            vgg_preprocessing=config.vgg_preprocessing,
         ).to(device)  # fmt: skip
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=config.betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)

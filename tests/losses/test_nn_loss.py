@@ -37,3 +37,18 @@ def test_refuses_without_weights():
         NNLoss()
     with pytest.raises(ValueError, match="must match"):
         NNLoss(random_vgg=True)(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 6))
+
+
+def test_caffe_preprocessing_and_cpu_autocast():
+    # "caffe": the authors' VGG input (Keras VGG19 weights), through VGG19Features' caffe mode.
+    caffe = NNLoss(kernel_size=3, random_vgg=True, preprocessing="caffe")
+    assert caffe.features.preprocessing == "caffe" and NNLoss(random_vgg=True).features.preprocessing == "imagenet"
+    from pydeform.losses.gan import DeformGANLoss
+
+    assert DeformGANLoss("full", random_vgg=True, vgg_preprocessing="caffe").nn_loss.features.preprocessing == "caffe"
+    # Under CPU autocast the features come out bfloat16; the CPU kernel compares them in float32.
+    fake, real = torch.rand(1, 3, 12, 8) * 2 - 1, torch.rand(1, 3, 12, 8) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert caffe.features(fake)["relu1_2"].dtype == torch.bfloat16
+        low = caffe(fake, real)
+    torch.testing.assert_close(low, caffe(fake, real), rtol=0.05, atol=0.05 * caffe(fake, real).item())

@@ -92,6 +92,8 @@ def test_mixed_gradient_penalty_direct():
         mixed_gradient_penalty(critic, real, fake[:2])
     with pytest.raises(ValueError, match="differ"):
         mixed_gradient_penalty(critic, real, [fake[0], fake[1], torch.randn(4, 5)])
+    with pytest.raises(ValueError, match=r"alphas\[1\] must have shape \(4,\), one per sample"):
+        mixed_gradient_penalty(critic, real, fake, [alphas[0], torch.rand(1), alphas[2]])
 
 
 def test_code_losses_direct():
