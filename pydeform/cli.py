@@ -112,6 +112,10 @@ def _config(parser: argparse.ArgumentParser, config_class: type, args: argparse.
     values: dict[str, Any] = {}
     names = {opt.name for opt in options(config_class)}
     config_file = getattr(args, "config_file", None)
+    if config_file is None and getattr(args, "resume", False) and hasattr(args, "out"):
+        run_config = Path(args.out) / "config.json"
+        if run_config.is_file():  # --resume continues the run in OUT with its own settings
+            config_file = run_config
     if config_file is not None:
         try:
             saved = flatten_dict(json.loads(Path(config_file).read_text()))
@@ -142,7 +146,8 @@ def _run_train(args: argparse.Namespace) -> int:
     recipe = _recipe(args.family)
     config = _config(args.parser, recipe.config_class, args)
     result = train(recipe(config))
-    print("final " + " ".join(f"{k}={_number(v)}" for k, v in result.items()), flush=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns; one line is enough
+        print("final " + " ".join(f"{k}={_number(v)}" for k, v in result.items()), flush=True)
     return 0
 
 
@@ -351,6 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except KeyboardInterrupt:
+        resumable = " (a training run keeps its last checkpoint: continue it with --resume)" if args.command == "train" else ""
+        print(f"pydeform: interrupted{resumable}", file=sys.stderr, flush=True)
+        return 130
     except Exception as exc:
         if not is_user_error(exc) or os.environ.get("PYDEFORM_TRACEBACK"):
             raise

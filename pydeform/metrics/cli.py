@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
+
+from pydeform.errors import user_errors
 
 __all__ = ["add_metrics_command"]
 
@@ -135,6 +138,17 @@ def _run_is(args: argparse.Namespace) -> int:
     return _finish(args, report)
 
 
+def _user_input(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A metrics command reads only the user's folders and weight files: its ValueErrors and
+    OSErrors are theirs to fix (one line on the command line)."""
+
+    def checked(args: argparse.Namespace) -> int:
+        with user_errors():
+            return run(args)
+
+    return checked
+
+
 def add_metrics_command(commands: argparse._SubParsersAction) -> None:
     """Add `metrics pose-transfer|fid|is` to the top-level subparsers of `pydeform`."""
     metrics = commands.add_parser("metrics", help="FID, KID, IS, LPIPS, SSIM of image folders",
@@ -154,7 +168,7 @@ def add_metrics_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-linear", metavar="PATH", help="gfla: the lpips package's v0.1 alex.pth")
     p.add_argument("--no-pad", action="store_true", help="patn: do not pad 256x176 images to 256x256")
     _add_common(p, None)
-    p.set_defaults(run=_run_pose_transfer)
+    p.set_defaults(run=_user_input(_run_pose_transfer))
 
     p = kinds.add_parser("fid", help="FID (and KID) of two image folders or statistics files",
                          description="FID between two sets: image folders or .npz statistics (mu, sigma[, count]).")
@@ -164,11 +178,11 @@ def add_metrics_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--kid-subset-size", type=int, default=1000, help="images per KID subset (default 1000, torch-fidelity's)")
     p.add_argument("--save-stats", metavar="NPZ", help="write the first set's statistics here")
     _add_common(p, "torch-fidelity")
-    p.set_defaults(run=_run_fid)
+    p.set_defaults(run=_user_input(_run_fid))
 
     p = kinds.add_parser("is", help="Inception Score of an image folder",
                          description="Inception Score (10 splits in file-name order, no shuffle).")
     p.add_argument("folder", metavar="DIR")
     p.add_argument("--splits", type=int, default=10, help="splits of the Inception Score (default 10)")
     _add_common(p, "torch-fidelity")
-    p.set_defaults(run=_run_is)
+    p.set_defaults(run=_user_input(_run_is))

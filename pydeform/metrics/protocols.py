@@ -51,14 +51,17 @@ def pad_deepfashion(images: Tensor, value: float = 255) -> Tensor:
 
 
 def pair_folders(generated: str | os.PathLike, targets: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Generated images paired with the target of the same file stem (extensions may differ)."""
+    """Generated images paired with the target of the same file stem (extensions may differ);
+    a generated `<source>___<target>` name (what `pydeform test` and the Deformable GAN's
+    authors write) pairs with `<target>`."""
     gen = list_images(generated)
     by_stem = {p.stem: p for p in list_images(targets)}
-    missing = [p.name for p in gen if p.stem not in by_stem]
+    stems = [p.stem if p.stem in by_stem else p.stem.split("___")[-1] for p in gen]
+    missing = [p.name for p, stem in zip(gen, stems) if stem not in by_stem]
     if missing:
         raise ValueError(f"{len(missing)} generated image(s) have no target of the same name in {targets}: "
                          f"{missing[:3]}")
-    return [(p, by_stem[p.stem]) for p in gen]
+    return [(p, by_stem[stem]) for p, stem in zip(gen, stems)]
 
 
 def real_stats_from(source: str | os.PathLike, net: InceptionV3FID, cache_dir: str | os.PathLike | None = None,
@@ -223,7 +226,7 @@ def generation_metrics(generated: Tensor, targets: Tensor | None = None, *,
     gen = _to_uint8(generated, "generated", truncate)
     out: dict = {"weights": {}, "skipped": {}}
     if inception_weights is None:
-        out["skipped"]["is"] = out["skipped"]["fid"] = "no Inception weights (pass the FID Inception weight file)"
+        out["skipped"]["is"] = out["skipped"]["fid"] = "no Inception weights (pass the FID Inception weight file: --inception)"
     else:
         net = InceptionV3FID(inception_weights, resize=resize).to(device)
         out["weights"]["inception"] = file_sha256(Path(inception_weights))
@@ -234,12 +237,12 @@ def generation_metrics(generated: Tensor, targets: Tensor | None = None, *,
         else:
             out["skipped"]["is"] = f"IS uses 10 splits and needs at least 10 images, got {len(gen)}"
         if real_stats is None:
-            out["skipped"]["fid"] = "no real statistics (pass a .npz or a folder of real images)"
+            out["skipped"]["fid"] = "no real statistics (pass a .npz or a folder of real images: --real-stats)"
         else:
             stats = real_stats if isinstance(real_stats, FeatureStats) else real_stats_from(real_stats, net, None, batch_size, progress)
             out["fid"] = fid(feature_stats(features), stats)
     if lpips_backbone is None or lpips_linear is None:
-        out["skipped"]["lpips"] = "no LPIPS weights (pass the torchvision alexnet file and lpips v0.1 alex.pth)"
+        out["skipped"]["lpips"] = "no LPIPS weights (pass the torchvision alexnet file and lpips v0.1 alex.pth: --lpips-backbone, --lpips-linear)"
     elif targets is None:
         out["skipped"]["lpips"] = "no target images"
     else:

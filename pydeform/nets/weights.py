@@ -17,7 +17,8 @@ def load_state_file(path: Path, what: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # not a torch file, or a pickle of more than tensors
-        raise ValueError(f"{path} is not a readable state-dict file: {error}") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable state-dict file ({first})") from error
 
 
 def load_strict(module: nn.Module, state: object, path: Path, what: str, prefix_filter: str | None = None) -> None:

@@ -97,7 +97,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # truncated, not a torch file, or a pickle of more than tensors
-        raise ValueError(f"{path} is not a readable checkpoint: {error}") from error
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path} is not a readable checkpoint ({first})") from error
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict (got {type(state).__name__})")
     return state

@@ -118,6 +118,9 @@ class RunConfig:
         model = next((f for f in dataclasses.fields(self) if f.name == "model"), None)
         if model is not None and isinstance(self.model, dict):  # a saved config: its model config as a dict
             self.model = model.default_factory.from_dict(self.model)
+        betas = getattr(self, "betas", None)  # the families' Adam betas
+        if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas must be two numbers in [0, 1) (Adam's beta1,beta2), got {betas}")
         check_minimum(self, ("log_every",), 1)
         check_minimum(self, ("sample_every", "checkpoint_every", "workers", "seed"), 0)
         if self.amp and self.device != "cuda":
@@ -566,10 +569,10 @@ def _train(recipe: Recipe, info: DistInfo) -> dict[str, Any]:
 
     logger = writer = sample_batch = None
     if info.is_main:
+        writer = _tensorboard(out) if config.tensorboard else None  # first: a refusal leaves no run behind
         record = {**config.to_dict(), "changes": changes}
         atomic_write(out / "config.json", lambda f: f.write(json.dumps(record, indent=2).encode()))
         logger = JsonlLogger(out / "log.jsonl", keep_until=start if state is not None else None)
-        writer = _tensorboard(out) if config.tensorboard else None
         count = min(NUM_SAMPLES, len(data.samples))
         with user_errors():
             sample_batch = to_device(default_collate([data.samples[i] for i in range(count)]), info.device)

@@ -2,6 +2,7 @@
 `pydeform metrics` commands, checked against independent computations (scikit-image SSIM,
 numpy statistics, the networks run directly)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -86,6 +87,10 @@ def test_pad_deepfashion_and_pairing(tmp_path):
     _write(tmp_path / "g", [image, image])
     _write(tmp_path / "t", [image, image], suffix=".jpg")
     assert [(g.name, t.name) for g, t in pair_folders(tmp_path / "g", tmp_path / "t")] == [("000.png", "000.jpg"), ("001.png", "001.jpg")]
+    (tmp_path / "src").mkdir()  # pydeform test's names, <source>___<target>, pair with <target>
+    for name in ("x1___000.png", "x2___001.png"):
+        Image.fromarray(image).save(tmp_path / "src" / name)
+    assert [t.name for _, t in pair_folders(tmp_path / "src", tmp_path / "t")] == ["000.jpg", "001.jpg"]
     _write(tmp_path / "t1", [image])
     with pytest.raises(ValueError, match="1 generated image.*no target.*001.png"):
         pair_folders(tmp_path / "g", tmp_path / "t1")
@@ -206,7 +211,7 @@ def test_batches_keep_their_remainder(files, tmp_path):
         folders.folder_key(paths, InceptionV3FID(random_weights=True))
 
 
-def test_fid_and_is_commands(files, tmp_path, fid_calls):
+def test_fid_and_is_commands(files, tmp_path, fid_calls, capsys):
     rng = np.random.default_rng(3)
     a = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
     b = [rng.integers(0, 128, (32, 32, 3), dtype=np.uint8) for _ in range(3)]
@@ -230,10 +235,10 @@ def test_fid_and_is_commands(files, tmp_path, fid_calls):
     assert main(["metrics", "fid", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--out", str(tmp_path / "f3.json"),
                  "--no-progress"]) == 0  # statistics files only: no Inception weights needed
     assert json.loads((tmp_path / "f3.json").read_text())["fid"] == pytest.approx(report["fid"], rel=1e-6)
-    with pytest.raises(ValueError, match="--kid needs the features of both sets"):
-        main(["metrics", "fid", str(tmp_path / "a.npz"), str(tmp_path / "b"), "--kid", *weights])
-    with pytest.raises(ValueError, match="need at least 1000 images per set, got 4 and 3"):
-        main(["metrics", "fid", str(tmp_path / "a"), str(tmp_path / "b"), "--kid", *weights])
+    for argv, message in (([str(tmp_path / "a.npz"), str(tmp_path / "b")], "--kid needs the features of both sets"),
+                          ([str(tmp_path / "a"), str(tmp_path / "b")], "need at least 1000 images per set, got 4 and 3")):
+        assert main(["metrics", "fid", *argv, "--kid", *weights]) == 1  # one line, as every user error
+        assert message in capsys.readouterr().err
 
     assert main(["metrics", "is", str(tmp_path / "a"), "--splits", "2", "--out", str(tmp_path / "is.json"), *weights]) == 0
     report = json.loads((tmp_path / "is.json").read_text())
@@ -241,42 +246,36 @@ def test_fid_and_is_commands(files, tmp_path, fid_calls):
     assert (report["is_mean"], report["is_std"]) == pytest.approx(expected, rel=1e-4) and report["count"] == 4
 
 
-def test_command_errors(files, tmp_path):
+def test_command_errors(files, tmp_path, capsys):
+    def fails(argv, pattern):  # a user's mistake: one line, exit 1
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and re.search(pattern, err.strip().splitlines()[-1]), err
+
     rng = np.random.default_rng(4)
     generated, targets = _pairs(rng, 2, (32, 32))
     gen, tgt = _write(tmp_path / "gen", generated), _write(tmp_path / "tgt", targets)
     base = ["metrics", "pose-transfer", "--generated", str(gen), "--targets", str(tgt), "--no-progress"]
     weights = ["--inception", str(files / "inception.pth")]
-    with pytest.raises(ValueError, match="--inception PATH is required"):
-        main(base + ["--protocol", "patn"])
-    with pytest.raises(ValueError, match="needs --real-stats"):
-        main(base + ["--protocol", "gfla", *weights])
-    with pytest.raises(ValueError, match="needs --lpips-backbone"):
-        main(base + ["--protocol", "gfla", "--real-stats", str(tgt), *weights])
-    with pytest.raises(ValueError, match="--real-stats is used by --protocol gfla only"):
-        main(base + ["--protocol", "patn", "--real-stats", str(tgt), *weights])
-    with pytest.raises(ValueError, match="--batch-size"):
-        main(base + ["--protocol", "patn", "--batch-size", "0", *weights])
+    fails(base + ["--protocol", "patn"], "--inception PATH is required")
+    fails(base + ["--protocol", "gfla", *weights], "needs --real-stats")
+    fails(base + ["--protocol", "gfla", "--real-stats", str(tgt), *weights], "needs --lpips-backbone")
+    fails(base + ["--protocol", "patn", "--real-stats", str(tgt), *weights], "--real-stats is used by --protocol gfla only")
+    fails(base + ["--protocol", "patn", "--batch-size", "0", *weights], "--batch-size")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA device"):
-            main(base + ["--protocol", "patn", "--device", "cuda", *weights])
-    with pytest.raises(FileNotFoundError, match="neither a .npz file nor an image folder"):
-        main(base + ["--protocol", "gfla", "--real-stats", str(tmp_path / "none"), "--random-weights"])
-    with pytest.raises(ValueError, match="needs at least 10 images, got 2"):  # IS over 10 splits
-        main(base + ["--protocol", "patn", *weights])
+        fails(base + ["--protocol", "patn", "--device", "cuda", *weights], "no CUDA device")
+    fails(base + ["--protocol", "gfla", "--real-stats", str(tmp_path / "none"), "--random-weights"], "neither a .npz file nor an image folder")
+    fails(base + ["--protocol", "patn", *weights], "needs at least 10 images, got 2")
     generated, targets = _pairs(rng, 10, (32, 32))
     gen, tgt = _write(tmp_path / "gen10", generated), _write(tmp_path / "tgt10", targets)
     base = ["metrics", "pose-transfer", "--generated", str(gen), "--targets", str(tgt), "--no-progress"]
     _write(tmp_path / "masks", [np.zeros((32, 32), np.uint8)])
-    with pytest.raises(ValueError, match="9 generated image.*no mask of the same name.*001.png"):
-        main(base + ["--protocol", "patn", "--masks", str(tmp_path / "masks"), *weights])
+    fails(base + ["--protocol", "patn", "--masks", str(tmp_path / "masks"), *weights], "9 generated image.*no mask of the same name.*001.png")
     _write(tmp_path / "small_masks", [np.zeros((16, 32), np.uint8)] * 10)
-    with pytest.raises(ValueError, match=r"mask size \(16, 32\) differs from the image's \(32, 32\)"):
-        main(base + ["--protocol", "patn", "--masks", str(tmp_path / "small_masks"), *weights])
+    fails(base + ["--protocol", "patn", "--masks", str(tmp_path / "small_masks"), *weights], r"mask size \(16, 32\) differs from the image's \(32, 32\)")
     _write(tmp_path / "small", [t[:16] for t in targets])
-    with pytest.raises(ValueError, match="differ in size"):
-        main(["metrics", "pose-transfer", "--generated", str(gen), "--targets", str(tmp_path / "small"),
-              "--protocol", "patn", "--no-progress", *weights])
+    fails(["metrics", "pose-transfer", "--generated", str(gen), "--targets", str(tmp_path / "small"),
+              "--protocol", "patn", "--no-progress", *weights], "differ in size")
     net = InceptionV3FID(files / "inception.pth")
     with pytest.raises(ValueError, match="protocol must be one of"):
         pose_transfer_metrics(gen, tgt, "dptn", inception=net)
@@ -289,8 +288,7 @@ def test_command_errors(files, tmp_path):
         pose_transfer_metrics(gen, tgt, "gfla", inception=net, real_stats=stats, lpips=LPIPS("vgg", random_weights=True))
     with pytest.raises(ValueError, match="batch_size"):
         pose_transfer_metrics(gen, tgt, "patn", inception=net, batch_size=0)
-    with pytest.raises(FileNotFoundError, match="Inception weights"):
-        main(base + ["--protocol", "patn", "--inception", str(tmp_path / "none.pth")])
+    fails(base + ["--protocol", "patn", "--inception", str(tmp_path / "none.pth")], "Inception weights")
     with pytest.raises(SystemExit):
         main(base + ["--protocol", "dptn", *weights])
 

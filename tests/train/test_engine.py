@@ -109,8 +109,7 @@ def test_killed_and_resumed_run_equals_the_straight_run(family, data, tmp_path, 
         return real_step(self, step, batches)
 
     monkeypatch.setattr(recipe, "train_step", killed_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        main(tiny(family, data, split))
+    assert main(tiny(family, data, split)) == 130  # Ctrl-C: one line, the exit status of SIGINT
     monkeypatch.undo()
     assert load_checkpoint(split / "checkpoint.pt")["step"] == 4
     assert not (split / LOCK).exists()  # released on the way out
@@ -140,6 +139,7 @@ def test_torchrun_two_cpu_processes(family, data, tmp_path):
     assert [r["step"] for r in read_log(out / "log.jsonl")] == [1, 2, 3, 4, 5, 6]  # rank 0 alone writes
     state = load_checkpoint(out / "checkpoint.pt")
     assert state["step"] == 6 and state["world_size"] == 2
+    assert run.stdout.count("final step=6") == 1  # rank 0 alone prints the last line
 
 
 # ----------------------------------------------------------------------------- the run folder
@@ -405,6 +405,35 @@ def test_tensorboard_without_the_package_says_what_to_install(data, tmp_path, ca
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     assert main([*tiny("deformgan", data, tmp_path / "run"), "--tensorboard"]) == 1
     assert "pip install tensorboard" in error_line(capsys)
+    # The refusal leaves no run behind: the same command without --tensorboard starts.
+    assert main([*tiny("deformgan", data, tmp_path / "run"), "--steps", "1"]) == 0
+
+
+def test_resume_reads_the_runs_own_settings(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*tiny("deformgan", data, out), "--steps", "2"]) == 0
+    # --resume alone continues the run in OUT with its config.json; flags given still override.
+    assert main(["train", "deformgan", "--out", str(out), "--resume", "--steps", "4", "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 4
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [1, 2, 3, 4]
+    assert main(["train", "deformgan", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_ctrl_c_is_one_line_that_points_at_resume(monkeypatch, capsys):
+    def interrupted(recipe):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pydeform.train.engine.train", interrupted)
+    assert main(["train", "stgan", "--out", "x", "--steps-per-stage", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "interrupted" in err and "--resume" in err
+
+
+def test_betas_need_two_values(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "deformgan", "--out", "x", "--steps", "1", "--betas", "0.5"])
+    assert exit.value.code == 2 and "betas must be two numbers" in capsys.readouterr().err
 
 
 def test_non_finite_values_are_logged_as_null(tmp_path):
