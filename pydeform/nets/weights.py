@@ -10,15 +10,17 @@ from torch import Tensor, nn
 __all__ = ["load_state_file", "load_strict", "file_sha256"]
 
 
-def load_state_file(path: Path, what: str) -> object:
-    """torch.load(path) with weights_only=True (zip or legacy pickle format), on the CPU."""
+def load_state_file(path: Path, what: str, kind: str = "state-dict file", map_location: object = "cpu") -> object:
+    """torch.load(path) with weights_only=True (zip or legacy pickle format), on the CPU by
+    default; a file that does not load is a ValueError naming it as a `kind`, with the first
+    line of torch's reason."""
     if not path.is_file():
         raise FileNotFoundError(f"{what}: file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # not a torch file, or a pickle of more than tensors
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable state-dict file ({first})") from error
+        raise ValueError(f"{path} is not a readable {kind} ({first})") from error
 
 
 def load_strict(module: nn.Module, state: object, path: Path, what: str, prefix_filter: str | None = None) -> None:

@@ -24,10 +24,15 @@ import torch.distributed as dist
 from PIL import Image
 from torch import Tensor
 
+from pydeform.errors import RunError
+from pydeform.nets.weights import load_state_file
+
 __all__ = [
     "atomic_write",
     "save_checkpoint",
     "load_checkpoint",
+    "require_device",
+    "require_folder",
     "JsonlLogger",
     "images_to_uint8",
     "render_pose",
@@ -94,11 +99,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated, not a torch file, or a pickle of more than tensors
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a readable checkpoint ({first})") from error
+    state = load_state_file(path, "checkpoint", kind="checkpoint", map_location=map_location)
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a checkpoint dict (got {type(state).__name__})")
     return state
@@ -205,6 +206,18 @@ def check_minimum(config: Any, names: Sequence[str], minimum: float, strict: boo
 
 
 # ----------------------------------------------------------------------------- randomness
+
+
+def require_device(device: str) -> None:
+    """A user error (RunError) for device "cuda" on a machine where torch sees no GPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RunError("--device cuda: torch sees no CUDA GPU (use --device cpu)")
+
+
+def require_folder(out: str | os.PathLike, purpose: str) -> None:
+    """A user error (RunError) for an --out that is a file: checked before any work."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise RunError(f"--out {out} is a file, not a folder: choose a folder for the {purpose}")
 
 
 def seed_everything(seed: int) -> None:

@@ -57,6 +57,8 @@ from pydeform.train.common import (
     check_minimum,
     distributed,
     load_checkpoint,
+    require_device,
+    require_folder,
     save_checkpoint,
     save_image_grid,
     seed_everything,
@@ -145,9 +147,8 @@ def setup_distributed(device: str = "cpu") -> DistInfo:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    require_device(device)
     if device == "cuda":
-        if not torch.cuda.is_available():
-            raise mark_user_error(RuntimeError("--device cuda: torch sees no CUDA GPU (use --device cpu)"))
         torch.cuda.set_device(local_rank)
         torch_device = torch.device("cuda", local_rank)
     else:
@@ -411,8 +412,7 @@ class RunLock:
 def _prepare_folder(out: Path, config: RunConfig) -> RunLock:
     """Rank 0: check OUT, lock it, refuse (or with overwrite clear) an earlier run when not
     resuming, and remove temporary files of a killed write."""
-    if out.exists() and not out.is_dir():
-        raise RunError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    require_folder(out, "run")
     out.mkdir(parents=True, exist_ok=True)
     lock = RunLock(out)
     try:

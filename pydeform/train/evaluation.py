@@ -3,15 +3,14 @@ test config subclasses) and the FID/IS/LPIPS of the generated test split (`Image
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from pydeform.errors import mark_user_error, user_errors
+from pydeform.errors import user_errors
 from pydeform.options import option
-from pydeform.train.common import check_minimum
+from pydeform.train.common import check_minimum, require_device, require_folder
 
 __all__ = ["EvalConfig", "ImageMetrics", "format_image_metrics"]
 
@@ -41,11 +40,8 @@ class EvalConfig:
     def check_machine(self) -> None:
         """What only the machine that runs the test can say, before anything is read: a CUDA
         GPU for --device cuda, and an OUT that is not a file (user errors)."""
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise mark_user_error(RuntimeError("--device cuda: torch sees no CUDA GPU (use --device cpu)"))
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise mark_user_error(NotADirectoryError(f"--out {self.out} is a file, not a folder: choose a folder "
-                                                     "for the results"))  # fmt: skip
+        require_device(self.device)
+        require_folder(self.out, "results")
 
 
 class ImageMetrics:
