@@ -39,6 +39,7 @@ __all__ = ["PROTOCOLS", "pad_deepfashion", "pair_folders", "real_stats_from", "p
 
 PROTOCOLS = {"patn": "torch-fidelity", "gfla": "pytorch-fid"}  # protocol -> its Inception resize
 FASHION_SIZE, FASHION_PADDED = (256, 176), 256
+FASHION_PAD = (FASHION_PADDED - FASHION_SIZE[1]) // 2  # columns each side (PATN's addBounding: 40)
 
 
 def pad_deepfashion(images: Tensor, value: float = 255) -> Tensor:
@@ -46,8 +47,7 @@ def pad_deepfashion(images: Tensor, value: float = 255) -> Tensor:
     sizes pass unchanged."""
     if tuple(images.shape[-2:]) != FASHION_SIZE:
         return images
-    side = (FASHION_PADDED - FASHION_SIZE[1]) // 2
-    return F.pad(images, (side, side), value=value)
+    return F.pad(images, (FASHION_PAD, FASHION_PAD), value=value)
 
 
 def pair_folders(generated: str | os.PathLike, targets: str | os.PathLike) -> list[tuple[Path, Path]]:

@@ -523,10 +523,10 @@ def evaluate(
     out = Path(out)
     # PATN's tool/getMetrics_fashion.py pads the 256x176 images with 40 white columns each side
     # (addBounding) before SSIM; its Market script does not.
-    ssim_pad = 40 if model_config.preset == "fashion" and model_config.image_size == (256, 176) else 0
+    pad_fashion = model_config.preset == "fashion" and model_config.image_size == (256, 176)
     result = test_pose_pairs(test_set, out, generate, pose_rows, desc="patn test", device=device,
                              batch_size=batch_size, workers=workers, progress=progress, detector=detector,
-                             ssim_pad=ssim_pad, **image_metric_files)  # fmt: skip
+                             pad_fashion=pad_fashion, **image_metric_files)  # fmt: skip
     save_image_grid(figure_rows, out / "attention.png")
 
     def means(sums: dict[str, list[float]]) -> dict[str, float | None]:

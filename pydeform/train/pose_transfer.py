@@ -8,7 +8,7 @@ the cached synthetic pose-pair set and the test protocol's image conversion and 
   for SSIM and mask-SSIM as well: generated images truncated to 8 bits, SSIM with a Gaussian
   window on [0, 255], mask-SSIM with the target's body mask, L1 on [-1, 1], PSNR. PATN's
   DeepFashion script also pads both images with 40 white columns each side before SSIM and
-  mask-SSIM (`ssim_pad`), which `test patn` does for its fashion preset.
+  mask-SSIM (`pad_fashion`), which `test patn` does for its fashion preset.
 - `PoseTestConfig`, `PoseScores`: pose kept, measured as the Variational U-Net's Table 2
   does it, by detecting the keypoints again in the generated images (a detector checkpoint
   the user names, `pydeform.metrics.detector`): PCKh@0.5 and the mean keypoint error
@@ -129,17 +129,18 @@ def to_uint8_values(images: Tensor, truncate: bool) -> Tensor:
     return (values.floor() if truncate else values.round()).clamp(0, 255)
 
 
-def metric_sums(prediction: Tensor, target: Tensor, mask: Tensor | None, ssim_pad: int = 0) -> dict[str, float]:
+def metric_sums(prediction: Tensor, target: Tensor, mask: Tensor | None, pad_fashion: bool = False) -> dict[str, float]:
     """Sums over the batch of the test metrics: prediction, target (B, 3, H, W) 8-bit
     values as floats; mask (B, 1, H, W), or None for no mask-SSIM. SSIM and mask-SSIM on
-    [0, 255] with the prediction's range, L1 on [-1, 1], PSNR with peak 255. `ssim_pad`:
-    SSIM and mask-SSIM of both images padded with that many white columns each side, the mask
-    with 0 (PATN's DeepFashion script pads 256x176 back to 256x256, `addBounding` in
-    tool/getMetrics_fashion.py; as `pydeform metrics --protocol patn`)."""
+    [0, 255] with the prediction's range, L1 on [-1, 1], PSNR with peak 255. `pad_fashion`:
+    SSIM and mask-SSIM of 256x176 images padded back to 256x256 with white columns, the mask
+    with 0 (PATN's DeepFashion script, `addBounding` in tool/getMetrics_fashion.py;
+    `pydeform.metrics.protocols.pad_deepfashion`, as `pydeform metrics --protocol patn`)."""
     metrics = importlib.import_module("pydeform.metrics")
+    protocols = importlib.import_module("pydeform.metrics.protocols")
 
     def pad(x: Tensor, value: float) -> Tensor:
-        return F.pad(x, (ssim_pad, ssim_pad), value=value) if ssim_pad else x
+        return protocols.pad_deepfashion(x, value) if pad_fashion else x
 
     values = {"ssim": metrics.ssim(pad(prediction, 255.0), pad(target, 255.0))}
     if mask is not None:
@@ -214,7 +215,7 @@ def test_pose_pairs(
     workers: int = 0,
     progress: bool = True,
     detector: str | None = None,
-    ssim_pad: int = 0,
+    pad_fashion: bool = False,
     **image_metric_files: str | None,
 ) -> dict[str, Any]:
     """The test protocol of every pose-transfer family: the test pairs in order, through
@@ -224,8 +225,8 @@ def test_pose_pairs(
     pairs). Returns {"generated", "copy_source"} (means of `metric_sums` over the pairs),
     "image_metrics" (FID/IS/LPIPS against the targets when weight files are named, else
     what was skipped and why, see `pydeform.train.evaluation.ImageMetrics`), "pairs" and, with a
-    `detector` checkpoint, "pose" and "copy_source_pose" (`PoseScores`). `ssim_pad`: see
-    `metric_sums` (recorded as "ssim_pad_columns" when used)."""
+    `detector` checkpoint, "pose" and "copy_source_pose" (`PoseScores`). `pad_fashion`:
+    see `metric_sums` (recorded as "ssim_pad_columns" when it pads)."""
     (out / "images").mkdir(parents=True, exist_ok=True)
     loader = DataLoader(test_set, batch_size=batch_size, shuffle=False, num_workers=workers)
     sums: dict[str, dict[str, float]] = {"generated": {}, "copy_source": {}}
@@ -260,7 +261,7 @@ def test_pose_pairs(
                 poses["generated"].add(generated / 127.5 - 1, batch)  # the 8-bit images written and scored
                 poses["copy_source"].add(batch["source"], batch)
             for key, prediction in (("generated", generated), ("copy_source", source)):
-                for metric, value in metric_sums(prediction, target, mask, ssim_pad).items():
+                for metric, value in metric_sums(prediction, target, mask, pad_fashion).items():
                     sums[key][metric] = sums[key].get(metric, 0.0) + value
             count += fake.shape[0]
     if count == 0:
@@ -270,7 +271,8 @@ def test_pose_pairs(
         "copy_source": {k: v / count for k, v in sums["copy_source"].items()},
         "image_metrics": image_metrics.result(),
         "pairs": count,
-        **({"ssim_pad_columns": ssim_pad} if ssim_pad else {}),
+        **({"ssim_pad_columns": importlib.import_module("pydeform.metrics.protocols").FASHION_PAD}
+           if pad_fashion else {}),  # fmt: skip
     }
     if poses:
         result["pose"], result["copy_source_pose"] = poses["generated"].result(), poses["copy_source"].result()

@@ -406,7 +406,7 @@ def test_deepfashion_ssim_pads_as_patns_script():
     generated = torch.from_numpy(rng.integers(0, 256, (2, 3, 256, 176))).double()
     target = torch.from_numpy(rng.integers(0, 256, (2, 3, 256, 176))).double()
     mask = torch.from_numpy(rng.random((2, 1, 256, 176)) > 0.5).double()
-    sums = metric_sums(generated, target, mask, ssim_pad=40)
+    sums = metric_sums(generated, target, mask, pad_fashion=True)
 
     def padded(image, value):  # (C, H, W) tensor -> (H, W + 80, C) array
         return np.pad(image.permute(1, 2, 0).numpy(), ((0, 0), (40, 40), (0, 0)), constant_values=value)
